@@ -1,0 +1,111 @@
+"""Local-folder blob store: ``<root>/sha256/ab/cd/<sha256>``, written via temp file + rename."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+
+from stockade.errors import StockadeError
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DigestMismatch(StockadeError):
+    """Committed content does not hash to the requested key."""
+
+
+class LocalWriter:
+    def __init__(self, store: LocalBlobStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-", suffix=".part")
+        self._file = os.fdopen(fd, "wb")
+        self._path = Path(name)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+        self._hash.update(data)
+        self._size += len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self, sha256: str) -> None:
+        if self.hexdigest() != sha256:
+            self.abort()
+            raise DigestMismatch(f"content hashes to {self.hexdigest()}, not {sha256}")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._closed = True
+        dest = self._store.path_for(sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path, dest)
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        self._path.unlink(missing_ok=True)
+
+
+class LocalBlobStore:
+    """Blobs in a local folder; atomic by rename, so a crash never leaves a served half-file."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if not _HEX64.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.path_for(sha256)
+
+    def open_writer(self) -> LocalWriter:
+        return LocalWriter(self)
+
+    def put_bytes(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.exists(sha):
+            w = self.open_writer()
+            w.write(data)
+            w.commit(sha)
+        return sha
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.path_for(sha256).read_bytes()
+
+    def size(self, sha256: str) -> int:
+        return self.path_for(sha256).stat().st_size
+
+    async def stream(self, sha256: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(self.path_for(sha256), "rb") as f:
+            while chunk := await f.read(chunk_size):
+                yield chunk
+
+    def delete(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)

@@ -1,0 +1,71 @@
+"""Shared CLI plumbing: settings, running services, printing tables or JSON, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from stockade.errors import ConfigError, StockadeError
+from stockade.services.runtime import Runtime
+from stockade.settings import Settings
+
+T = TypeVar("T")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+
+
+def settings() -> Settings:
+    return Settings.load()
+
+
+def run(fn: Callable[[Runtime], Awaitable[T]], s: Settings | None = None) -> T:
+    """Run ``fn`` with a Runtime, then tell running servers that configuration changed."""
+    s = s or settings()
+    if s.database_url.startswith("sqlite") and not (s.home / "stockade.db").exists() and (
+        "stockade.db" in s.database_url
+    ):
+        raise ConfigError(
+            f"{s.home} is not initialized", "run `stockade init` (or `make run`) first"
+        )
+
+    async def go() -> T:
+        runtime = Runtime(s)
+        try:
+            return await fn(runtime)
+        except (OperationalError, ProgrammingError) as exc:
+            raise ConfigError(
+                f"the database is not usable: {str(exc.orig).splitlines()[0]}",
+                "run `stockade init` or `stockade db upgrade` first",
+            ) from exc
+        finally:
+            await runtime.close()
+
+    return asyncio.run(go())
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    out.print(table)
+
+
+def fail(exc: StockadeError) -> None:
+    err.print(exc.diagnostics(), markup=False, highlight=False)
+    raise typer.Exit(1)

@@ -1,0 +1,43 @@
+"""``stockade`` command line: thin wrappers over the services (see ``docs/cli.md``)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stockade import __version__
+from stockade.cli import index_cmd, package_cmd, server_cmd, token_cmd
+from stockade.cli.common import fail
+from stockade.errors import StockadeError
+
+app = typer.Typer(
+    name="stockade",
+    help="Stockade: a self-hosted, secure package repository for Python.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(index_cmd.app, name="index")
+app.add_typer(token_cmd.app, name="token")
+app.add_typer(package_cmd.app, name="package")
+app.add_typer(server_cmd.db_app, name="db")
+app.add_typer(server_cmd.audit_app, name="audit")
+app.command("init")(server_cmd.init)
+app.command("serve")(server_cmd.serve)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except StockadeError as exc:
+        try:
+            fail(exc)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)

@@ -1,0 +1,191 @@
+"""``stockade init``, ``serve``, ``db upgrade`` and ``audit list``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from stockade.cli.common import JsonOpt, err, fail, print_json, print_table, run
+from stockade.core.auth import ALL_INDEXES
+from stockade.db.engine import upgrade
+from stockade.errors import StockadeError
+from stockade.services import repo
+from stockade.services.runtime import Runtime
+from stockade.settings import CONFIG_NAME, DEFAULT_TOML, Settings
+from stockade.types import IndexKind, Scope
+
+DEFAULT_UPSTREAM = "https://pypi.org/simple/"
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+
+
+def paste_lines(base: str, token: str) -> list[str]:
+    host = base.split("://", 1)[1]
+    scheme = base.split("://", 1)[0]
+    return [
+        f"pip install requests --index-url {scheme}://__token__:{token}@{host}/pypi/main/simple/",
+        f"uv pip install requests --index-url {scheme}://__token__:{token}@{host}/pypi/main/simple/",
+        f"twine upload --repository-url {base}/pypi/internal/ -u __token__ -p {token} dist/*",
+    ]
+
+
+def init(
+    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream",
+                                 help="Upstream simple index of the default 'pypi' mirror."),
+    no_default_indexes: bool = typer.Option(
+        False, "--no-default-indexes",
+        help="Create no indexes (default: pypi mirror, internal private, main virtual)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Create STOCKADE_HOME, its config and database; print the first admin token (last line)."""
+    try:
+        s = Settings.load()
+        s.home.mkdir(parents=True, exist_ok=True)
+        cfg = s.home / CONFIG_NAME
+        if not cfg.exists():
+            cfg.write_text(DEFAULT_TOML)
+        upgrade(s.database_url)
+
+        async def go(r: Runtime) -> tuple[str | None, list[str]]:
+            async with r.sessions() as sess:
+                existing = await repo.list_tokens(sess)
+            created: list[str] = []
+            if not no_default_indexes and not await r.indexes.list():
+                await r.indexes.create("pypi", IndexKind.MIRROR, upstream_url=upstream,
+                                       description="mirror of the public index")
+                await r.indexes.create("internal", IndexKind.PRIVATE,
+                                       description="company packages (upload with twine)")
+                await r.indexes.create("main", IndexKind.VIRTUAL, members=["internal", "pypi"],
+                                       description="internal first, then the mirror")
+                created = ["pypi", "internal", "main"]
+            if existing:
+                return None, created
+            secret, _ = await r.tokens.create(index=ALL_INDEXES, scope=Scope.ADMIN,
+                                              note="first admin token (stockade init)")
+            await r.audit.flush()
+            r.changed()
+            return secret, created
+
+        token, created = run(go, s)
+    except StockadeError as exc:
+        fail(exc)
+    base = f"http://{s.host}:{s.port}"
+    if json:
+        print_json({"home": str(s.home), "database_url": _safe(s.database_url),
+                    "indexes_created": created, "token": token})
+        return
+    typer.echo(f"Stockade home: {s.home}")
+    if created:
+        typer.echo(f"created indexes: {', '.join(created)} (main = internal + pypi)")
+    if token is None:
+        typer.echo("already initialized: no new admin token (create one with "
+                   "`stockade token create --index '*' --scope admin`)")
+        return
+    typer.echo("\nready-to-paste lines (after `stockade serve`):")
+    for line in paste_lines(base, token):
+        typer.echo(f"  {line}")
+    typer.echo("\nfirst admin token (valid on every index; store it now, it is not shown again):")
+    typer.echo(token)
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def serve(
+    host: str = typer.Option(None, "--host", help="Address to bind (default from settings)."),
+    port: int = typer.Option(None, "--port", help="Port (default 8080; 0 picks a free one)."),
+) -> None:
+    """Run the server (embedded default: SQLite and a local folder under STOCKADE_HOME)."""
+    import uvicorn
+
+    from stockade.web.app import create_app
+
+    try:
+        s = Settings.load(host=host, port=port)
+        if not s.config_path.exists():
+            raise StockadeError(f"{s.home} is not initialized",
+                                "run `stockade init` (or `make run`) first")
+        if s.database_url.startswith("sqlite"):
+            upgrade(s.database_url)
+    except StockadeError as exc:
+        fail(exc)
+    logging.basicConfig(level=s.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    base = f"http://{s.host}:{s.port}"
+    err.print(f"Stockade serving on {base}  (home {s.home})", highlight=False)
+    err.print(f"  pip install requests --index-url "
+              f"http://__token__:$STOCKADE_TOKEN@{s.host}:{s.port}/pypi/main/simple/",
+              highlight=False, markup=False)
+    config = uvicorn.Config(
+        create_app(s), host=s.host, port=s.port, log_level=s.log_level,
+        access_log=s.access_log, loop="uvloop", http="httptools", lifespan="on",
+        timeout_keep_alive=30, server_header=False,
+    )
+    server = uvicorn.Server(config)
+    ready_file = os.environ.get("STOCKADE_READY_FILE")
+    if ready_file:
+        _announce_port(server, ready_file)
+    server.run()
+
+
+def _announce_port(server: object, path: str) -> None:
+    """Write the bound port to ``path`` once listening (tests use port 0)."""
+    import uvicorn
+
+    assert isinstance(server, uvicorn.Server)
+    original = server.startup
+
+    async def startup(sockets: object = None) -> None:
+        await original(sockets=sockets)  # type: ignore[arg-type]  # uvicorn's own signature
+        for srv in server.servers:
+            for sock in srv.sockets:
+                port = sock.getsockname()[1]
+                tmp = path + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(str(port))
+                os.replace(tmp, path)
+                return
+
+    server.startup = startup  # type: ignore[method-assign]  # hook to learn the bound port
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (run once per deployment, before starting new servers)."""
+    try:
+        s = Settings.load()
+        upgrade(s.database_url)
+    except StockadeError as exc:
+        fail(exc)
+    typer.echo("database is at the latest schema")
+
+
+@audit_app.command("list")
+def audit_list(
+    limit: int = typer.Option(50, "--limit"),
+    action: str = typer.Option(None, "--action"),
+    actor: str = typer.Option(None, "--actor", help="Token id."),
+    index: str = typer.Option(None, "--index"),
+    json: bool = JsonOpt,
+) -> None:
+    """Show recent audit events, newest first."""
+
+    async def go(r: Runtime) -> list[dict[str, object]]:
+        async with r.sessions() as sess:
+            return await repo.list_audit(sess, limit=limit, action=action, actor=actor,
+                                         index_name=index)
+
+    try:
+        events = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(events)
+        return
+    print_table("Audit events", ["at", "actor", "action", "outcome", "index", "target", "detail"],
+                [[e["at"], e["actor"], e["action"], e["outcome"], e["index"],
+                  e["filename"] or e["project"], e["detail"]] for e in events])

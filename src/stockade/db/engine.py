@@ -1,0 +1,78 @@
+"""Engine construction and schema migration for SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from stockade.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def sync_url(url: str) -> str:
+    """The URL Alembic and sync tools use."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"):
+        return u.set(drivername="sqlite").render_as_string(hide_password=False)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"):
+        return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ConfigError(
+        f"unsupported database URL scheme {u.drivername!r}",
+        "use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB",
+    )
+
+
+def async_url(url: str) -> str:
+    u = make_url(sync_url(url))
+    if u.drivername == "sqlite":
+        return u.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_sync_engine(url: str) -> Engine:
+    eng = create_engine(sync_url(url), future=True)
+    if eng.dialect.name == "sqlite":
+        event.listen(eng, "connect", _sqlite_pragmas)
+    return eng
+
+
+def make_async_engine(url: str) -> AsyncEngine:
+    aurl = async_url(url)
+    if aurl.startswith("sqlite"):
+        eng = create_async_engine(aurl, future=True)
+        event.listen(eng.sync_engine, "connect", _sqlite_pragmas)
+        return eng
+    return create_async_engine(aurl, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def upgrade(url: str) -> None:
+    """Run Alembic migrations to head (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    if url.startswith("sqlite"):
+        path = make_url(sync_url(url)).database
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(cfg, "head")

@@ -1,0 +1,115 @@
+"""SQLAlchemy 2 models. The schema is owned by Alembic (``stockade/db/migrations``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class IndexRow(Base):
+    __tablename__ = "indexes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    upstream_url: Mapped[str | None] = mapped_column(Text)
+    members: Mapped[list[str]] = mapped_column(JSON, default=list)
+    anonymous_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    index_name: Mapped[str] = mapped_column(String(64))  # "*" = every index
+    scope: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FileRow(Base):
+    """A distribution file an index serves from its own storage (uploaded or mirrored)."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("index_id", "filename", name="uq_files_index_filename"),
+        Index("ix_files_index_project", "index_id", "project"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(255))  # PEP 503 normalized
+    display_name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(String(512))
+    packagetype: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    requires_python: Mapped[str | None] = mapped_column(String(255))
+    metadata_sha256: Mapped[str | None] = mapped_column(String(64))
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yanked_reason: Mapped[str | None] = mapped_column(Text)
+    upload_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uploaded_by: Mapped[str | None] = mapped_column(String(32))
+    origin_url: Mapped[str | None] = mapped_column(Text)  # mirrors: where it came from
+
+
+class MirrorPageRow(Base):
+    """The last good copy of an upstream project page, parsed into the page model."""
+
+    __tablename__ = "mirror_pages"
+    __table_args__ = (UniqueConstraint("index_id", "project", name="uq_pages_index_project"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(255))
+    data: Mapped[str] = mapped_column(Text)  # JSON of stockade.core.simple.ProjectPage
+    etag: Mapped[str | None] = mapped_column(String(512))
+    last_modified: Mapped[str | None] = mapped_column(String(128))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exists_upstream: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_actor", "actor"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str | None] = mapped_column(String(32))  # token id, or None for anonymous
+    action: Mapped[str] = mapped_column(String(64))
+    index_name: Mapped[str | None] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(255))
+    filename: Mapped[str | None] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+    client: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

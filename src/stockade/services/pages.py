@@ -1,0 +1,274 @@
+"""Project pages for every index kind, cached as rendered bytes.
+
+* private: built from the files table;
+* mirror: the upstream page, parsed into the page model, kept in ``mirror_pages`` and revalidated
+  (conditional GET) after ``page_ttl``; served stale, flagged, when the upstream fails;
+* virtual: the members combined by :func:`stockade.core.virtual.merge` (private first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from stockade.adapters.pypi import UpstreamIndex
+from stockade.core.simple import JSON_V1, FileEntry, ProjectPage, render_html, render_json
+from stockade.core.virtual import MemberPage, merge
+from stockade.errors import InvalidRequest, NotFound, StockadeError, UpstreamError
+from stockade.services import repo
+from stockade.services.audit import AuditLog
+from stockade.services.indexes import IndexService
+from stockade.services.repo import IndexInfo
+from stockade.settings import Settings
+from stockade.types import IndexKind, NormalizedName
+
+log = logging.getLogger("stockade.pages")
+STALE_RETRY = 30.0  # seconds before a failed upstream is tried again for a stale page
+MAX_DEPTH = 8
+
+
+@dataclass(slots=True)
+class Rendered:
+    body: bytes
+    etag: str
+    gz: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        if self.gz is None:
+            self.gz = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self.gz
+
+
+@dataclass(slots=True)
+class ServedPage:
+    page: ProjectPage
+    kind: IndexKind
+    fresh_until: float  # time.monotonic() deadline; inf for private
+    stale: str | None = None  # reason the page is stale, if it is
+    renders: dict[str, Rendered] = field(default_factory=dict)
+
+    def render(self, ctype: str) -> Rendered:
+        key = "json" if ctype == JSON_V1 else "html"
+        r = self.renders.get(key)
+        if r is None:
+            body = render_json(self.page) if key == "json" else render_html(self.page)
+            r = Rendered(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+            self.renders[key] = r
+        return r
+
+
+class PageService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        indexes: IndexService,
+        upstreams: dict[str, UpstreamIndex],
+        upstream_factory: object,
+        audit: AuditLog,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._indexes = indexes
+        self._upstream_factory = upstream_factory
+        self._upstreams = upstreams
+        self._audit = audit
+        self._cache: dict[tuple[str, str], ServedPage | None] = {}
+        self._neg_until: dict[tuple[str, str], float] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[ServedPage | None]] = {}
+
+    def clear(self, index: str | None = None) -> None:
+        if index is None:
+            self._cache.clear()
+            self._neg_until.clear()
+            return
+        for key in [k for k in self._cache if k[0] == index]:
+            del self._cache[key]
+
+    def clear_project(self, project: str) -> None:
+        for key in [k for k in self._cache if k[1] == project]:
+            del self._cache[key]
+        for key in [k for k in self._neg_until if k[1] == project]:
+            del self._neg_until[key]
+
+    def upstream(self, index: IndexInfo) -> UpstreamIndex:
+        up = self._upstreams.get(index.name)
+        if up is None or up.simple_url != index.upstream_url:
+            assert callable(self._upstream_factory)
+            up = self._upstream_factory(index.upstream_url)
+            assert isinstance(up, UpstreamIndex)
+            self._upstreams[index.name] = up
+        return up
+
+    async def project_page(self, index: IndexInfo, project: NormalizedName) -> ServedPage:
+        served = await self._page(index, project, 0)
+        if served is None:
+            raise NotFound(f"project {project!r} is not on index {index.name!r}")
+        return served
+
+    async def _page(self, index: IndexInfo, project: NormalizedName, depth: int) -> ServedPage | None:
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"virtual index {index.name!r} nests too deeply (a cycle?)")
+        key = (index.name, project)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached.fresh_until > now:
+            return cached
+        if cached is None and key in self._cache and self._neg_until.get(key, 0) > now:
+            return None
+        if index.kind is IndexKind.PRIVATE:
+            served = await self._private(index, project)
+        elif index.kind is IndexKind.MIRROR:
+            task = self._inflight.get(key)
+            if task is None:
+                task = asyncio.create_task(self._mirror(index, project, cached))
+                self._inflight[key] = task
+                task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            served = await asyncio.shield(task)
+        else:
+            served = await self._virtual(index, project, depth)
+        self._cache[key] = served
+        if served is None:
+            ttl = self._settings.page_ttl if index.kind is not IndexKind.PRIVATE else 3600.0
+            self._neg_until[key] = now + min(ttl, 60.0)
+        return served
+
+    async def _private(self, index: IndexInfo, project: NormalizedName) -> ServedPage | None:
+        async with self._sessions() as s:
+            files = await repo.list_files(s, index.id, project)
+        if not files:
+            return None
+        entries = tuple(
+            FileEntry(
+                filename=f.filename,
+                sha256=f.sha256,
+                requires_python=f.requires_python,
+                yanked=f.yanked,
+                yanked_reason=f.yanked_reason,
+                metadata_sha256=f.metadata_sha256,
+                has_metadata=f.metadata_sha256 is not None,
+                size=f.size,
+                upload_time=f.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                origin=index.name,
+            )
+            for f in files
+        )
+        page = ProjectPage(name=project, files=entries)
+        return ServedPage(page, IndexKind.PRIVATE, float("inf"))
+
+    async def _mirror(
+        self, index: IndexInfo, project: NormalizedName, previous: ServedPage | None
+    ) -> ServedPage | None:
+        ttl = float(self._settings.page_ttl)
+        up = self.upstream(index)
+        async with self._sessions() as s:
+            rec = await repo.get_page(s, index.id, project)
+        now_wall = repo.utcnow()
+        if rec is not None:
+            age = (now_wall - rec.fetched_at).total_seconds()
+            if age < ttl:  # another process (or an earlier run) refreshed it recently
+                if not rec.exists_upstream:
+                    return None
+                return self._mirror_served(index, up, rec.data, ttl - age)
+        try:
+            got = await up.fetch_page(
+                project,
+                etag=rec.etag if rec and rec.exists_upstream else None,
+                last_modified=rec.last_modified if rec and rec.exists_upstream else None,
+            )
+        except StockadeError as exc:
+            if rec is not None and rec.exists_upstream and rec.data:
+                log.warning("serving stale %s/%s: %s", index.name, project, exc.message)
+                self._audit.record(
+                    "upstream.stale", index=index.name, project=project, reason=exc.message
+                )
+                served = self._mirror_served(index, up, rec.data, STALE_RETRY)
+                served.stale = exc.message
+                return served
+            if isinstance(exc, UpstreamError):
+                raise
+            raise UpstreamError(exc.message, exc.hint) from exc
+        async with self._sessions() as s, s.begin():
+            if got.status == "not_found":
+                await repo.upsert_page(
+                    s, index.id, project, data=None, etag=None, last_modified=None,
+                    exists_upstream=False,
+                )
+                return None
+            if got.status == "not_modified" and rec is not None:
+                await repo.upsert_page(
+                    s, index.id, project, data=None, etag=got.etag or rec.etag,
+                    last_modified=got.last_modified or rec.last_modified, exists_upstream=True,
+                )
+                return self._mirror_served(index, up, rec.data, ttl)
+            assert got.page is not None
+            data = got.page.to_json().decode()
+            await repo.upsert_page(
+                s, index.id, project, data=data, etag=got.etag,
+                last_modified=got.last_modified, exists_upstream=True,
+            )
+        return self._mirror_served(index, up, data, ttl)
+
+    def _mirror_served(
+        self, index: IndexInfo, up: UpstreamIndex, data: str, ttl: float
+    ) -> ServedPage:
+        page = ProjectPage.from_json(data).with_origin(index.name)
+        page = ProjectPage(
+            name=page.name,
+            files=page.files,
+            tracks=(up.project_url(page.name),),
+            extra_versions=page.extra_versions,
+        )
+        return ServedPage(page, IndexKind.MIRROR, time.monotonic() + ttl)
+
+    async def _virtual(
+        self, index: IndexInfo, project: NormalizedName, depth: int
+    ) -> ServedPage | None:
+        members = [await self._indexes.get(m) for m in index.members]
+        # Pass 1: private members (and nested virtuals that resolve privately). Mirrors are not
+        # even asked when a private member has the name: dependency confusion by construction.
+        found: list[MemberPage] = []
+        for m in members:
+            if m.kind is IndexKind.MIRROR:
+                continue
+            sp = await self._page(m, project, depth + 1)
+            if sp is not None and sp.kind is IndexKind.PRIVATE:
+                found.append(MemberPage(m.name, IndexKind.PRIVATE, sp.page))
+        if not found:
+            for m in members:
+                if m.kind is IndexKind.PRIVATE:
+                    continue
+                sp = await self._page(m, project, depth + 1)
+                if sp is not None:
+                    found.append(MemberPage(m.name, IndexKind.MIRROR, sp.page))
+                    res = merge(project, found)
+                    assert res is not None
+                    page = ProjectPage(
+                        name=project, files=res.page.files, tracks=sp.page.tracks,
+                        extra_versions=sp.page.extra_versions,
+                    )
+                    return ServedPage(page, IndexKind.MIRROR, sp.fresh_until, stale=sp.stale)
+            return None
+        res = merge(project, found)
+        assert res is not None
+        return ServedPage(res.page, IndexKind.PRIVATE, float("inf"))
+
+    async def project_list(self, index: IndexInfo, depth: int = 0) -> list[str]:
+        """Projects an index can list without asking any upstream for its full name list."""
+        if depth > MAX_DEPTH:
+            return []
+        if index.kind is IndexKind.VIRTUAL:
+            names: set[str] = set()
+            for m in index.members:
+                names.update(await self.project_list(await self._indexes.get(m), depth + 1))
+            return sorted(names)
+        async with self._sessions() as s:
+            if index.kind is IndexKind.PRIVATE:
+                return await repo.list_projects(s, index.id)
+            return await repo.mirror_projects(s, index.id)

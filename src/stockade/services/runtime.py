@@ -1,0 +1,75 @@
+"""Runtime: builds the services from Settings and owns their lifecycle (start/close).
+
+Both doors use it: the web app for the life of the server, the CLI for one command.
+"""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stockade.adapters.http import make_client
+from stockade.adapters.pypi import UpstreamIndex
+from stockade.adapters.storage import open_store
+from stockade.db.engine import make_async_engine, make_sessionmaker
+from stockade.services.audit import AuditLog
+from stockade.services.files import FileService
+from stockade.services.indexes import IndexService
+from stockade.services.invalidation import FileInvalidation
+from stockade.services.pages import PageService
+from stockade.services.tokens import TokenService
+from stockade.services.uploads import UploadService
+from stockade.settings import Settings
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = make_async_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.store = open_store(settings.storage_url)
+        self.invalidation = FileInvalidation(settings.run_dir)
+        self.http: httpx.AsyncClient = make_client(settings.upstream_timeout)
+        self.audit = AuditLog(self.sessions)
+        self.indexes = IndexService(self.sessions)
+        self.tokens = TokenService(self.sessions, self.indexes, self.audit)
+        self.pages = PageService(
+            settings,
+            self.sessions,
+            self.indexes,
+            {},
+            self._upstream,
+            self.audit,
+        )
+        self.files = FileService(
+            settings, self.sessions, self.store, self.indexes, self.pages, self.audit, self.http
+        )
+        self.uploads = UploadService(self.sessions, self.store, self.pages, self.audit)
+
+    def _upstream(self, url: str) -> UpstreamIndex:
+        return UpstreamIndex(self.http, url, self.settings.max_page_size)
+
+    def start(self) -> None:
+        self.audit.start()
+
+    def check_invalidation(self) -> None:
+        """Drop caches when another process changed configuration (one stat per call)."""
+        if self.invalidation.changed():
+            self.clear_caches()
+
+    def clear_caches(self) -> None:
+        self.indexes.clear()
+        self.tokens.clear()
+        self.pages.clear()
+
+    def changed(self) -> None:
+        """Tell every process (this one included) that configuration changed."""
+        self.invalidation.bump()
+        self.invalidation.changed()
+        self.clear_caches()
+
+    async def close(self) -> None:
+        await self.files.close()
+        await self.audit.close()
+        await self.http.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,115 @@
+"""Token lifecycle (create, list, revoke) and per-request verification with a small cache."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from stockade.core import auth
+from stockade.core.auth import TokenInfo
+from stockade.errors import AuthError, NotFound
+from stockade.services import repo
+from stockade.services.audit import AuditLog
+from stockade.services.indexes import IndexService
+from stockade.services.repo import TokenRecord
+from stockade.types import Scope
+
+_TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one token
+
+
+class TokenService:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], indexes: IndexService, audit: AuditLog
+    ) -> None:
+        self._sessions = sessions
+        self._indexes = indexes
+        self._audit = audit
+        self._cache: dict[str, TokenRecord | None] = {}
+        self._touched: dict[str, datetime] = {}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    async def create(
+        self,
+        *,
+        index: str,
+        scope: Scope,
+        expires: str | None = None,
+        team: str | None = None,
+        note: str | None = None,
+        created_by: str | None = None,
+    ) -> tuple[str, TokenRecord]:
+        if index != auth.ALL_INDEXES:
+            await self._indexes.get(index)
+        expires_at = repo.utcnow() + auth.parse_duration(expires) if expires else None
+        minted = auth.mint()
+        async with self._sessions() as s, s.begin():
+            rec = await repo.insert_token(
+                s,
+                token_id=minted.token_id,
+                secret_hash=minted.secret_hash,
+                index_name=index,
+                scope=scope,
+                team=team,
+                note=note,
+                expires_at=expires_at,
+                created_by=created_by,
+            )
+        self._audit.record(
+            "token.create",
+            actor=created_by,
+            index=None if index == auth.ALL_INDEXES else index,
+            token=rec.info.id,
+            scope=scope.value,
+            team=team,
+            expires_at=expires_at.isoformat() if expires_at else None,
+        )
+        return minted.token, rec
+
+    async def list(self, index: str | None = None, team: str | None = None) -> list[TokenRecord]:
+        async with self._sessions() as s:
+            return await repo.list_tokens(s, index=index, team=team)
+
+    async def revoke(self, token_id: str, actor: str | None = None) -> TokenRecord:
+        async with self._sessions() as s, s.begin():
+            rec = await repo.get_token(s, token_id)
+            if rec is None:
+                raise NotFound(f"no token with id {token_id!r}", "see `stockade token list`")
+            await repo.revoke_token(s, token_id)
+        self._cache.clear()
+        self._audit.record("token.revoke", actor=actor, token=token_id)
+        async with self._sessions() as s:
+            rec2 = await repo.get_token(s, token_id)
+        assert rec2 is not None
+        return rec2
+
+    async def verify(self, token: str) -> TokenInfo:
+        """The token's record if the secret matches; AuthError otherwise (scope not checked)."""
+        parts = auth.split(token)
+        if parts is None:
+            raise AuthError(
+                "the credentials are not a Stockade token",
+                "tokens look like stk_<16 hex>_<43 chars>; create one with `stockade token create`",
+            )
+        token_id, secret = parts
+        if token not in self._cache:
+            async with self._sessions() as s:
+                rec = await repo.get_token(s, token_id)
+            if rec is not None and not auth.secret_matches(secret, rec.info.secret_hash):
+                rec = None
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = rec
+        found = self._cache[token]
+        if found is None:
+            raise AuthError("unknown token", "check for typos or ask an admin for a new token")
+        now = repo.utcnow()
+        last = self._touched.get(token_id)
+        if last is None or (now - last).total_seconds() > _TOUCH_EVERY:
+            self._touched[token_id] = now
+            if found.last_used_at is None and last is None:
+                self._audit.record("token.first_use", actor=token_id, token=token_id)
+            self._audit.token_used(token_id, now)
+        return found.info

@@ -1,0 +1,196 @@
+"""Uploads to private indexes (the legacy upload API twine speaks), yank and delete."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from stockade.core.archives import ArchiveLimits, validate_distribution
+from stockade.core.ports import BlobStore, BlobWriter
+from stockade.errors import Conflict, InvalidRequest, NotFound, UploadRejected
+from stockade.services import repo
+from stockade.services.audit import AuditLog
+from stockade.services.pages import PageService
+from stockade.services.repo import FileInfo, IndexInfo
+from stockade.types import IndexKind, canonicalize_name
+
+
+@dataclass(frozen=True, slots=True)
+class UploadForm:
+    """The fields of a legacy-API upload that Stockade checks."""
+
+    filename: str
+    name: str | None = None
+    version: str | None = None
+    sha256_digest: str | None = None
+    md5_digest: str | None = None
+    blake2_256_digest: str | None = None
+
+
+class UploadService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store: BlobStore,
+        pages: PageService,
+        audit: AuditLog,
+        limits: ArchiveLimits | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._pages = pages
+        self._audit = audit
+        self._limits = limits or ArchiveLimits()
+
+    async def accept(
+        self, index: IndexInfo, form: UploadForm, writer: BlobWriter, *, actor: str | None,
+        md5: str, blake2: str,
+    ) -> FileInfo:
+        """Validate the upload held in ``writer`` and store it; the writer is always finished."""
+        try:
+            return await self._accept(index, form, writer, actor=actor, md5=md5, blake2=blake2)
+        finally:
+            writer.abort()  # no-op once committed
+
+    async def _accept(
+        self, index: IndexInfo, form: UploadForm, writer: BlobWriter, *, actor: str | None,
+        md5: str, blake2: str,
+    ) -> FileInfo:
+        if index.kind is not IndexKind.PRIVATE:
+            raise InvalidRequest(
+                f"index {index.name!r} is a {index.kind.value} index; uploads go to private ones",
+                "upload to a private member, e.g. --repository-url …/pypi/<private>/",
+            )
+        sha = writer.hexdigest()
+        for field, given, actual in (
+            ("sha256_digest", form.sha256_digest, sha),
+            ("md5_digest", form.md5_digest, md5),
+            ("blake2_256_digest", form.blake2_256_digest, blake2),
+        ):
+            if given and given.strip().lower() != actual:
+                raise UploadRejected(
+                    f"{field} {given[:16]}… does not match the received file ({actual[:16]}…)",
+                    "the upload was corrupted in transit; retry",
+                )
+        if writer.size == 0:
+            raise UploadRejected("the uploaded file is empty")
+        async with self._sessions() as s:
+            if await repo.get_file(s, index.id, form.filename):
+                raise Conflict(
+                    f"{form.filename} already exists on index {index.name!r}; files are immutable",
+                    "bump the version (twine --skip-existing ignores this)",
+                )
+        meta = await anyio.to_thread.run_sync(
+            lambda: validate_distribution(
+                writer.path,
+                form.filename,
+                limits=self._limits,
+                expected_name=form.name,
+                expected_version=form.version,
+            )
+        )
+        metadata_sha = None
+        if meta.packagetype == "bdist_wheel":
+            metadata_sha = self._store.put_bytes(meta.metadata)
+        size = writer.size
+        writer.commit(sha)
+        try:
+            async with self._sessions() as s, s.begin():
+                info = await repo.insert_file(
+                    s,
+                    index_id=index.id,
+                    project=meta.name,
+                    display_name=meta.display_name,
+                    version=meta.version,
+                    filename=form.filename,
+                    packagetype=meta.packagetype,
+                    sha256=sha,
+                    size=size,
+                    requires_python=meta.requires_python,
+                    metadata_sha256=metadata_sha,
+                    yanked=False,
+                    upload_time=repo.utcnow(),
+                    uploaded_by=actor,
+                )
+        except DBIntegrityError as exc:
+            raise Conflict(
+                f"{form.filename} already exists on index {index.name!r}; files are immutable"
+            ) from exc
+        self._pages.clear()
+        self._audit.record(
+            "upload", actor=actor, index=index.name, project=meta.name,
+            filename=form.filename, sha256=sha, size=size, version=meta.version,
+        )
+        return info
+
+    async def yank(
+        self, index: IndexInfo, project: str, version: str, *, reason: str | None,
+        yanked: bool = True, actor: str | None = None,
+    ) -> int:
+        self._require_private(index)
+        name = canonicalize_name(project)
+        async with self._sessions() as s, s.begin():
+            n = await repo.set_yanked(s, index.id, name, version, yanked, reason)
+        if n == 0:
+            raise NotFound(f"{name} {version} has no files on index {index.name!r}")
+        self._pages.clear()
+        self._audit.record(
+            "yank" if yanked else "unyank", actor=actor, index=index.name, project=name,
+            version=version, reason=reason, files=n,
+        )
+        return n
+
+    async def delete(
+        self, index: IndexInfo, project: str, version: str | None = None,
+        filename: str | None = None, *, actor: str | None = None,
+    ) -> list[FileInfo]:
+        self._require_private(index)
+        name = canonicalize_name(project)
+        async with self._sessions() as s, s.begin():
+            files = await repo.list_files(s, index.id, name)
+            doomed = [
+                f for f in files
+                if (version is None or f.version == version)
+                and (filename is None or f.filename == filename)
+            ]
+            if not doomed:
+                raise NotFound(f"nothing matches on index {index.name!r}")
+            await repo.delete_files(s, [f.id for f in doomed])
+            for f in doomed:
+                if not await repo.sha_in_use(s, f.sha256):
+                    self._store.delete(f.sha256)
+        self._pages.clear()
+        for f in doomed:
+            self._audit.record(
+                "delete", actor=actor, index=index.name, project=name, filename=f.filename,
+                sha256=f.sha256,
+            )
+        return doomed
+
+    @staticmethod
+    def _require_private(index: IndexInfo) -> None:
+        if index.kind is not IndexKind.PRIVATE:
+            raise InvalidRequest(
+                f"index {index.name!r} is a {index.kind.value} index; only private indexes hold "
+                "uploaded files to yank or delete"
+            )
+
+
+class Digests:
+    """md5 and blake2b-256 alongside the blob writer's sha256 (the legacy API sends all three)."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.blake2 = hashlib.blake2b(digest_size=32)
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.blake2.update(data)
+
+    def result(self) -> dict[str, Any]:
+        return {"md5": self.md5.hexdigest(), "blake2": self.blake2.hexdigest()}

@@ -1,0 +1,120 @@
+"""Settings: one frozen object, from ``$STOCKADE_HOME/stockade.toml`` overlaid with ``STOCKADE_*``.
+
+Loaded once at start (``Settings.load()``), never at import time. Precedence, highest first:
+explicit overrides (CLI flags) > environment ``STOCKADE_<KEY>`` > ``stockade.toml`` > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stockade.errors import ConfigError
+
+CONFIG_NAME = "stockade.toml"
+
+
+def _parse_size(value: str | int) -> int:
+    """``"300MB"``/``"2GiB"``/``123`` → bytes."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper().replace("IB", "B")
+    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "B": 1}
+    for suffix, mult in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)].strip()) * mult)
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting Stockade reads; see ``docs/configuration.md`` for each one."""
+
+    home: Path
+    database_url: str
+    storage_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Seconds a mirrored project page is fresh before it is revalidated upstream.
+    page_ttl: int = 600
+    upstream_timeout: float = 30.0
+    # Caps on bytes from outside.
+    max_upload_size: int = 1024**3
+    max_file_size: int = 8 * 1024**3
+    max_page_size: int = 64 * 1024**2
+    # Files up to this size are fetched whole before the first byte is sent, so a digest
+    # mismatch is a clean 502; larger ones stream while written (mismatch aborts the stream).
+    buffer_below: int = 16 * 1024**2
+    log_level: str = "info"
+    access_log: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> Settings:
+        """Load from STOCKADE_HOME (or ``home``), its stockade.toml and STOCKADE_* env vars."""
+        home_path = Path(home or os.environ.get("STOCKADE_HOME") or "./var").resolve()
+        values: dict[str, Any] = {}
+        cfg = home_path / CONFIG_NAME
+        if cfg.exists():
+            try:
+                values.update(tomllib.loads(cfg.read_text("utf-8")))
+            except (tomllib.TOMLDecodeError, OSError) as exc:
+                raise ConfigError(
+                    f"cannot read {cfg}: {exc}", "fix the file or delete it to use defaults"
+                ) from exc
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for name in names:
+            env = os.environ.get(f"STOCKADE_{name.upper()}")
+            if env is not None and name not in ("home", "extra"):
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - set(names))
+        extra = {k: values.pop(k) for k in unknown}
+        values.pop("home", None)
+        values.setdefault("database_url", f"sqlite:///{home_path / 'stockade.db'}")
+        values.setdefault("storage_url", f"file://{home_path / 'files'}")
+        try:
+            return cls(home=home_path, extra=extra, **_coerce(values))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid setting: {exc}", f"check {cfg} and STOCKADE_*") from exc
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("port", "page_ttl"):
+            out[key] = int(value)
+        elif key == "upstream_timeout":
+            out[key] = float(value)
+        elif key in ("max_upload_size", "max_file_size", "max_page_size", "buffer_below"):
+            out[key] = _parse_size(value)
+        elif key == "access_log":
+            out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
+        else:
+            out[key] = value
+    return out
+
+
+DEFAULT_TOML = """\
+# Stockade configuration. Every key can also be set as STOCKADE_<KEY> in the environment.
+# database_url = "postgresql+psycopg://postgres@127.0.0.1:5432/stockade"
+# storage_url = "file:///var/lib/stockade/files"
+host = "127.0.0.1"
+port = 8080
+page_ttl = 600            # seconds a mirrored project page stays fresh
+upstream_timeout = 30.0   # seconds
+max_upload_size = "1GB"
+max_file_size = "8GB"
+"""

@@ -1,0 +1,485 @@
+"""The ASGI application: Simple API, file downloads, legacy uploads and the JSON admin API.
+
+Handlers are thin: authenticate, call a service, render. Errors are StockadeError subclasses,
+mapped to a status and a one-line reason by :func:`error_response`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive
+
+from stockade import __version__
+from stockade.core import auth
+from stockade.core.auth import TokenInfo
+from stockade.core.simple import (
+    JSON_V1,
+    TEXT_HTML,
+    negotiate,
+    render_index_html,
+    render_index_json,
+)
+from stockade.errors import (
+    AuthError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StockadeError,
+)
+from stockade.services import repo
+from stockade.services.files import StoredFile, Streaming
+from stockade.services.repo import IndexInfo
+from stockade.services.runtime import Runtime
+from stockade.services.uploads import Digests, UploadForm
+from stockade.settings import Settings
+from stockade.types import IndexKind, Scope, canonicalize_name
+from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
+
+log = logging.getLogger("stockade.web")
+GZIP_MIN = 1024
+
+
+def rt(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def error_response(exc: StockadeError, *, json: bool = False) -> Response:
+    headers = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="Stockade", charset="UTF-8"'
+    if json:
+        body = orjson.dumps({"error": exc.message, "hint": exc.hint})
+        return Response(body, exc.http_status, headers, media_type="application/json")
+    return Response(exc.one_line() + "\n", exc.http_status, headers, media_type="text/plain")
+
+
+async def identify(request: Request) -> TokenInfo | None:
+    runtime = rt(request)
+    runtime.check_invalidation()
+    cred = credentials(request)
+    if cred is None:
+        return None
+    if cred == "":
+        raise AuthError("the Authorization header is malformed", "use Basic or Bearer")
+    return await runtime.tokens.verify(cred)
+
+
+async def authorized_index(
+    request: Request, name: str, needed: Scope
+) -> tuple[IndexInfo, TokenInfo | None]:
+    runtime = rt(request)
+    token: TokenInfo | None = None
+    try:
+        token = await identify(request)
+        index = await runtime.indexes.get(name)
+        auth.authorize(
+            token, index=index.name, needed=needed, now=repo.utcnow(),
+            anonymous_read=index.anonymous_read,
+        )
+    except (AuthError, Forbidden) as exc:
+        runtime.audit.record(
+            "refused", actor=token.id if token else None, index=name, outcome="refused",
+            client=client_addr(request), reason=exc.message, path=request.url.path,
+            needed=needed.value,
+        )
+        raise
+    return index, token
+
+
+def _accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def _etag_matches(request: Request, *etags: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    given = {t.strip().removeprefix("W/") for t in inm.split(",")}
+    return "*" in given or any(e in given for e in etags)
+
+
+# -- Simple API --------------------------------------------------------------------------------
+
+
+async def simple_index(request: Request) -> Response:
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    ctype = negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    if ctype is None:
+        return Response("no acceptable content type\n", 406, media_type="text/plain")
+    projects = await rt(request).pages.project_list(index)
+    body = render_index_json(projects) if ctype == JSON_V1 else render_index_html(projects)
+    return Response(body, headers={"Vary": "Accept"}, media_type=ctype)
+
+
+async def simple_project(request: Request) -> Response:
+    name = request.path_params["index"]
+    raw = request.path_params["project"]
+    project = canonicalize_name(raw)
+    if raw != project or not request.url.path.endswith("/"):
+        index, _ = await authorized_index(request, name, Scope.READ)
+        target = (f"../{project}/" if request.url.path.endswith("/") else f"{project}/")
+        if request.url.query:
+            target += "?" + request.url.query
+        return Response(status_code=301, headers={"Location": target})
+    index, _ = await authorized_index(request, name, Scope.READ)
+    ctype = negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    if ctype is None:
+        return Response("no acceptable content type\n", 406, media_type="text/plain")
+    served = await rt(request).pages.project_page(index, project)
+    rendered = served.render(ctype)
+    gz_tag = rendered.etag[:-1] + '-gz"'
+    headers = {
+        "ETag": rendered.etag,
+        "Vary": "Accept, Accept-Encoding",
+        "Cache-Control": "private, max-age=60",
+        "X-PyPI-Last-Serial": "0",
+    }
+    if served.stale:
+        headers["Warning"] = '110 - "Response is Stale"'
+        headers["X-Stockade-Stale"] = served.stale.encode("ascii", "replace").decode()[:200]
+    if _etag_matches(request, rendered.etag, gz_tag):
+        return Response(status_code=304, headers=headers)
+    body = rendered.body
+    if len(body) >= GZIP_MIN and _accepts_gzip(request):
+        body = rendered.gzipped()
+        headers["Content-Encoding"] = "gzip"
+        headers["ETag"] = gz_tag
+    media = ctype if ctype != TEXT_HTML else "text/html; charset=utf-8"
+    return Response(body, headers=headers, media_type=media)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+async def download(request: Request) -> Response:
+    index, token = await authorized_index(request, request.path_params["index"], Scope.READ)
+    project = canonicalize_name(request.path_params["project"])
+    filename = request.path_params["filename"]
+    runtime = rt(request)
+    actor = token.id if token else None
+    if filename.endswith(".metadata"):
+        got = await runtime.files.metadata(index, project, filename[: -len(".metadata")])
+        if isinstance(got, bytes):
+            return Response(got, media_type="application/octet-stream")
+        path = runtime.store.local_path(got.sha256)
+        assert path is not None
+        return FileResponse(path, media_type="application/octet-stream")
+    try:
+        result = await runtime.files.open(index, project, filename)
+    except StockadeError as exc:
+        runtime.audit.record(
+            "download", actor=actor, index=index.name, project=project, filename=filename,
+            outcome="error", client=client_addr(request), reason=exc.message,
+            team=token.team if token else None,
+        )
+        raise
+    runtime.audit.record(
+        "download", actor=actor, index=index.name, project=project, filename=filename,
+        client=client_addr(request), team=token.team if token else None,
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if isinstance(result, StoredFile):
+        headers["ETag"] = f'"{result.sha256}"'
+        headers["Cache-Control"] = "private, max-age=31536000, immutable"
+        path = runtime.store.local_path(result.sha256)
+        if path is not None:
+            return FileResponse(
+                path, media_type="application/octet-stream", headers=headers,
+                stat_result=None,
+            )
+        return StreamingResponse(runtime.store.stream(result.sha256), headers=headers)
+    assert isinstance(result, Streaming)
+    headers["Content-Length"] = str(result.size)
+    return StreamingResponse(
+        result.fetch.open_reader(), headers=headers, media_type="application/octet-stream"
+    )
+
+
+# -- uploads (legacy API) ----------------------------------------------------------------------
+
+
+def _capped(receive: Receive, cap: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise PayloadTooLarge(
+                    f"upload body exceeds max_upload_size ({cap} bytes)",
+                    "raise max_upload_size in stockade.toml if this file is legitimate",
+                )
+        return message
+
+    return wrapped
+
+
+async def upload(request: Request) -> Response:
+    runtime = rt(request)
+    cap = runtime.settings.max_upload_size
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(
+            f"upload of {declared} bytes exceeds max_upload_size ({cap} bytes)",
+            "raise max_upload_size in stockade.toml if this file is legitimate",
+        )
+    index, token = await authorized_index(request, request.path_params["index"], Scope.WRITE)
+    capped = Request(request.scope, _capped(request.receive, cap))
+    try:
+        form = await capped.form(max_files=1, max_fields=500, max_part_size=4 * 1024**2)
+    except (MultiPartException, ClientDisconnect, HTTPException) as exc:
+        raise InvalidRequest(
+            f"the upload body is not a valid multipart form: {exc}",
+            "the connection may have been cut; retry the upload",
+        ) from exc
+    try:
+        action = form.get(":action")
+        if action not in ("file_upload", None):
+            raise InvalidRequest(f"unsupported :action {action!r}", "only file_upload is supported")
+        content = form.get("content")
+        if not isinstance(content, UploadFile) or not content.filename:
+            raise InvalidRequest("the form has no 'content' file part", "upload with twine")
+
+        def field(key: str) -> str | None:
+            v = form.get(key)
+            return v if isinstance(v, str) and v else None
+
+        fields = UploadForm(
+            filename=content.filename,
+            name=field("name"),
+            version=field("version"),
+            sha256_digest=field("sha256_digest"),
+            md5_digest=field("md5_digest"),
+            blake2_256_digest=field("blake2_256_digest"),
+        )
+        writer = runtime.store.open_writer()
+        digests = Digests()
+        try:
+            while chunk := await content.read(256 * 1024):
+                writer.write(chunk)
+                digests.update(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        d = digests.result()
+        try:
+            info = await runtime.uploads.accept(
+                index, fields, writer, actor=token.id if token else None,
+                md5=d["md5"], blake2=d["blake2"],
+            )
+        except StockadeError as exc:
+            runtime.audit.record(
+                "upload", actor=token.id if token else None, index=index.name,
+                filename=fields.filename, outcome="rejected", client=client_addr(request),
+                reason=exc.message,
+            )
+            raise
+    finally:
+        await form.close()
+    return Response(f"OK: stored {info.filename} ({info.sha256})\n", media_type="text/plain")
+
+
+# -- JSON admin API ----------------------------------------------------------------------------
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+async def _admin(request: Request, index: str = auth.ALL_INDEXES) -> TokenInfo:
+    token = await identify(request)
+    if token is None:
+        raise AuthError("this endpoint needs an admin token", "send it as a Bearer token")
+    auth.authorize(token, index=index, needed=Scope.ADMIN, now=repo.utcnow())
+    return token
+
+
+async def api_indexes(request: Request) -> Response:
+    runtime = rt(request)
+    if request.method == "GET":
+        token = await identify(request)
+        if token is None:
+            raise AuthError("this endpoint needs a token")
+        auth.authorize(token, index=token.index_name, needed=Scope.READ, now=repo.utcnow())
+        items = await runtime.indexes.list()
+        if token.index_name != auth.ALL_INDEXES:
+            items = [i for i in items if i.name == token.index_name]
+        return _json([i.as_dict() for i in items])
+    token = await _admin(request)
+    data = await _body(request)
+    kind = IndexKind(str(data.get("kind", "")))
+    info = await runtime.indexes.create(
+        str(data.get("name", "")), kind,
+        upstream_url=data.get("upstream"), members=list(data.get("members") or []),
+        anonymous_read=bool(data.get("anonymous_read", False)),
+        description=data.get("description"),
+    )
+    runtime.audit.record("index.create", actor=token.id, index=info.name, kind=kind.value)
+    runtime.changed()
+    return _json(info.as_dict(), 201)
+
+
+async def api_index(request: Request) -> Response:
+    runtime = rt(request)
+    name = request.path_params["index"]
+    if request.method == "GET":
+        index, _ = await authorized_index(request, name, Scope.READ)
+        return _json(index.as_dict())
+    token = await _admin(request)
+    await runtime.indexes.delete(name)
+    runtime.audit.record("index.delete", actor=token.id, index=name)
+    runtime.changed()
+    return Response(status_code=204)
+
+
+async def api_tokens(request: Request) -> Response:
+    runtime = rt(request)
+    if request.method == "GET":
+        token = await _admin(request)
+        records = await runtime.tokens.list()
+        return _json([r.as_dict() for r in records])
+    data = await _body(request)
+    index = str(data.get("index", ""))
+    token = await _admin(request, index or auth.ALL_INDEXES)
+    try:
+        scope = Scope(str(data.get("scope", "read")))
+    except ValueError as exc:
+        raise InvalidRequest("scope must be read, write or admin") from exc
+    secret, rec = await runtime.tokens.create(
+        index=index, scope=scope, expires=data.get("expires"), team=data.get("team"),
+        note=data.get("note"), created_by=token.id,
+    )
+    return _json({**rec.as_dict(), "token": secret}, 201)
+
+
+async def api_token(request: Request) -> Response:
+    runtime = rt(request)
+    token = await _admin(request)
+    rec = await runtime.tokens.revoke(request.path_params["token_id"], actor=token.id)
+    runtime.changed()
+    return _json(rec.as_dict())
+
+
+async def api_yank(request: Request) -> Response:
+    runtime = rt(request)
+    name = request.path_params["index"]
+    index, token = await authorized_index(request, name, Scope.ADMIN)
+    data = await _body(request) if request.method == "POST" else {}
+    n = await runtime.uploads.yank(
+        index, request.path_params["project"], request.path_params["version"],
+        reason=data.get("reason"), yanked=request.method == "POST",
+        actor=token.id if token else None,
+    )
+    runtime.changed()
+    return _json({"files": n})
+
+
+async def api_file(request: Request) -> Response:
+    runtime = rt(request)
+    index, token = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
+    doomed = await runtime.uploads.delete(
+        index, request.path_params["project"], filename=request.path_params["filename"],
+        actor=token.id if token else None,
+    )
+    runtime.changed()
+    return _json([f.as_dict() for f in doomed])
+
+
+async def api_audit(request: Request) -> Response:
+    await _admin(request)
+    runtime = rt(request)
+    await runtime.audit.flush()
+    q = request.query_params
+    async with runtime.sessions() as s:
+        events = await repo.list_audit(
+            s, limit=min(int(q.get("limit", "100")), 10_000), action=q.get("action"),
+            actor=q.get("actor"), index_name=q.get("index"),
+        )
+    return _json(events)
+
+
+async def root(request: Request) -> Response:
+    return Response(
+        f"Stockade {__version__}\nSimple API: /pypi/<index>/simple/\n", media_type="text/plain"
+    )
+
+
+async def health(request: Request) -> Response:
+    return _json({"status": "ok", "version": __version__})
+
+
+def create_app(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StockadeError)
+        return error_response(exc, json=request.url.path.startswith("/api/"))
+
+    routes = [
+        Route("/", root),
+        Route("/health", health),
+        Route("/pypi/{index}/simple/", simple_index),
+        Route("/pypi/{index}/simple", simple_index),
+        Route("/pypi/{index}/simple/{project}/", simple_project),
+        Route("/pypi/{index}/simple/{project}", simple_project),
+        Route("/pypi/{index}/files/{project}/{filename}", download),
+        Route("/pypi/{index}/", upload, methods=["POST"]),
+        Route("/pypi/{index}/legacy/", upload, methods=["POST"]),
+        Route("/pypi/{index}", upload, methods=["POST"]),
+        Route("/api/v1/indexes", api_indexes, methods=["GET", "POST"]),
+        Route("/api/v1/indexes/{index}", api_index, methods=["GET", "DELETE"]),
+        Route("/api/v1/tokens", api_tokens, methods=["GET", "POST"]),
+        Route("/api/v1/tokens/{token_id}", api_token, methods=["DELETE"]),
+        Route(
+            "/api/v1/indexes/{index}/projects/{project}/versions/{version}/yank",
+            api_yank, methods=["POST", "DELETE"],
+        ),
+        Route(
+            "/api/v1/indexes/{index}/projects/{project}/files/{filename}",
+            api_file, methods=["DELETE"],
+        ),
+        Route("/api/v1/audit", api_audit),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={StockadeError: on_error},
+    )
+    return TokenPrefixMiddleware(app)
+
+
+__all__ = ["NotFound", "create_app"]
