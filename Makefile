@@ -6,6 +6,7 @@ STOCKADE_HOME ?= ./var
 export STOCKADE_HOME
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_CONFIG := 1
+export UV_COMPILE_BYTECODE := 1
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
 .PHONY: venv run test lint typecheck unit bench clean

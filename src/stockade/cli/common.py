@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from stockade.errors import ConfigError, StockadeError
@@ -31,12 +33,13 @@ def settings() -> Settings:
 def run(fn: Callable[[Runtime], Awaitable[T]], s: Settings | None = None) -> T:
     """Run ``fn`` with a Runtime, then tell running servers that configuration changed."""
     s = s or settings()
-    if s.database_url.startswith("sqlite") and not (s.home / "stockade.db").exists() and (
-        "stockade.db" in s.database_url
-    ):
-        raise ConfigError(
-            f"{s.home} is not initialized", "run `stockade init` (or `make run`) first"
-        )
+    if s.database_url.startswith("sqlite"):
+        db_file = make_url(s.database_url).database
+        if db_file and not Path(db_file).exists():
+            raise ConfigError(
+                f"{s.home} is not initialized (no database at {db_file})",
+                "run `stockade init` (or `make run`) first, or set STOCKADE_HOME",
+            )
 
     async def go() -> T:
         runtime = Runtime(s)

@@ -21,13 +21,22 @@ def _row(i: IndexInfo) -> list[str | None]:
 @app.command("create")
 def create(
     name: str = typer.Argument(..., help="Index name: lower-case letters, digits, . _ -"),
-    mirror: str = typer.Option(None, "--mirror", metavar="UPSTREAM_SIMPLE_URL",
-                               help="Mirror this upstream simple index (fetched on demand)."),
+    mirror: str = typer.Option(
+        None,
+        "--mirror",
+        metavar="UPSTREAM_SIMPLE_URL",
+        help="Mirror this upstream simple index (fetched on demand).",
+    ),
     private: bool = typer.Option(False, "--private", help="Hosted index for uploads (twine)."),
-    virtual: str = typer.Option(None, "--virtual", metavar="MEMBER[,MEMBER…]",
-                                help="Serve these indexes as one (private members win)."),
-    anonymous_read: bool = typer.Option(False, "--anonymous-read",
-                                        help="Allow reading without a token."),
+    virtual: str = typer.Option(
+        None,
+        "--virtual",
+        metavar="MEMBER[,MEMBER…]",
+        help="Serve these indexes as one (private members win).",
+    ),
+    anonymous_read: bool = typer.Option(
+        False, "--anonymous-read", help="Allow reading without a token."
+    ),
     description: str = typer.Option(None, "--description"),
     json: bool = JsonOpt,
 ) -> None:
@@ -44,8 +53,12 @@ def create(
 
         async def go(r: Runtime) -> IndexInfo:
             info = await r.indexes.create(
-                name, kind, upstream_url=mirror, members=members,
-                anonymous_read=anonymous_read, description=description,
+                name,
+                kind,
+                upstream_url=mirror,
+                members=members,
+                anonymous_read=anonymous_read,
+                description=description,
             )
             r.audit.record("index.create", index=name, kind=kind.value, via="cli")
             r.changed()
@@ -70,8 +83,11 @@ def list_(json: bool = JsonOpt) -> None:
     if json:
         print_json([i.as_dict() for i in items])
     else:
-        print_table("Indexes", ["name", "kind", "upstream / members", "anonymous read"],
-                    [_row(i) for i in items])
+        print_table(
+            "Indexes",
+            ["name", "kind", "upstream / members", "anonymous read"],
+            [_row(i) for i in items],
+        )
 
 
 @app.command("show")

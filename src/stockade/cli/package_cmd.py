@@ -32,14 +32,28 @@ def list_(index: str, project: str = typer.Argument(None), json: bool = JsonOpt)
     if json:
         print_json([f.as_dict() for f in files])
         return
-    print_table(f"Files on {index}", ["project", "version", "filename", "size", "yanked", "sha256"],
-                [[f.project, f.version, f.filename, f.size, "yes" if f.yanked else "",
-                  f.sha256[:16] + "…"] for f in files])
+    print_table(
+        f"Files on {index}",
+        ["project", "version", "filename", "size", "yanked", "sha256"],
+        [
+            [
+                f.project,
+                f.version,
+                f.filename,
+                f.size,
+                "yes" if f.yanked else "",
+                f.sha256[:16] + "…",
+            ]
+            for f in files
+        ],
+    )
 
 
 @app.command("yank")
 def yank(
-    index: str, project: str, version: str,
+    index: str,
+    project: str,
+    version: str,
     reason: str = typer.Option(None, "--reason", help="Shown to installers (PEP 592)."),
     json: bool = JsonOpt,
 ) -> None:
@@ -53,11 +67,13 @@ def unyank(index: str, project: str, version: str, json: bool = JsonOpt) -> None
     _yank(index, project, version, None, False, json)
 
 
-def _yank(index: str, project: str, version: str, reason: str | None, yanked: bool,
-          json: bool) -> None:
+def _yank(
+    index: str, project: str, version: str, reason: str | None, yanked: bool, json: bool
+) -> None:
     async def go(r: Runtime) -> int:
-        n = await r.uploads.yank(await r.indexes.get(index), project, version, reason=reason,
-                                 yanked=yanked)
+        n = await r.uploads.yank(
+            await r.indexes.get(index), project, version, reason=reason, yanked=yanked
+        )
         await r.audit.flush()
         r.changed()
         return n
@@ -74,7 +90,9 @@ def _yank(index: str, project: str, version: str, reason: str | None, yanked: bo
 
 @app.command("delete")
 def delete(
-    index: str, project: str, version: str = typer.Argument(None),
+    index: str,
+    project: str,
+    version: str = typer.Argument(None),
     file: str = typer.Option(None, "--file", help="Only this filename."),
     yes: bool = typer.Option(False, "--yes", "-y"),
     json: bool = JsonOpt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import typer
 
@@ -32,11 +33,14 @@ def paste_lines(base: str, token: str) -> list[str]:
 
 
 def init(
-    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream",
-                                 help="Upstream simple index of the default 'pypi' mirror."),
+    upstream: str = typer.Option(
+        DEFAULT_UPSTREAM, "--upstream", help="Upstream simple index of the default 'pypi' mirror."
+    ),
     no_default_indexes: bool = typer.Option(
-        False, "--no-default-indexes",
-        help="Create no indexes (default: pypi mirror, internal private, main virtual)."),
+        False,
+        "--no-default-indexes",
+        help="Create no indexes (default: pypi mirror, internal private, main virtual).",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Create STOCKADE_HOME, its config and database; print the first admin token (last line)."""
@@ -53,17 +57,29 @@ def init(
                 existing = await repo.list_tokens(sess)
             created: list[str] = []
             if not no_default_indexes and not await r.indexes.list():
-                await r.indexes.create("pypi", IndexKind.MIRROR, upstream_url=upstream,
-                                       description="mirror of the public index")
-                await r.indexes.create("internal", IndexKind.PRIVATE,
-                                       description="company packages (upload with twine)")
-                await r.indexes.create("main", IndexKind.VIRTUAL, members=["internal", "pypi"],
-                                       description="internal first, then the mirror")
+                await r.indexes.create(
+                    "pypi",
+                    IndexKind.MIRROR,
+                    upstream_url=upstream,
+                    description="mirror of the public index",
+                )
+                await r.indexes.create(
+                    "internal",
+                    IndexKind.PRIVATE,
+                    description="company packages (upload with twine)",
+                )
+                await r.indexes.create(
+                    "main",
+                    IndexKind.VIRTUAL,
+                    members=["internal", "pypi"],
+                    description="internal first, then the mirror",
+                )
                 created = ["pypi", "internal", "main"]
             if existing:
                 return None, created
-            secret, _ = await r.tokens.create(index=ALL_INDEXES, scope=Scope.ADMIN,
-                                              note="first admin token (stockade init)")
+            secret, _ = await r.tokens.create(
+                index=ALL_INDEXES, scope=Scope.ADMIN, note="first admin token (stockade init)"
+            )
             await r.audit.flush()
             r.changed()
             return secret, created
@@ -73,15 +89,23 @@ def init(
         fail(exc)
     base = f"http://{s.host}:{s.port}"
     if json:
-        print_json({"home": str(s.home), "database_url": _safe(s.database_url),
-                    "indexes_created": created, "token": token})
+        print_json(
+            {
+                "home": str(s.home),
+                "database_url": _safe(s.database_url),
+                "indexes_created": created,
+                "token": token,
+            }
+        )
         return
     typer.echo(f"Stockade home: {s.home}")
     if created:
         typer.echo(f"created indexes: {', '.join(created)} (main = internal + pypi)")
     if token is None:
-        typer.echo("already initialized: no new admin token (create one with "
-                   "`stockade token create --index '*' --scope admin`)")
+        typer.echo(
+            "already initialized: no new admin token (create one with "
+            "`stockade token create --index '*' --scope admin`)"
+        )
         return
     typer.echo("\nready-to-paste lines (after `stockade serve`):")
     for line in paste_lines(base, token):
@@ -108,8 +132,9 @@ def serve(
     try:
         s = Settings.load(host=host, port=port)
         if not s.config_path.exists():
-            raise StockadeError(f"{s.home} is not initialized",
-                                "run `stockade init` (or `make run`) first")
+            raise StockadeError(
+                f"{s.home} is not initialized", "run `stockade init` (or `make run`) first"
+            )
         if s.database_url.startswith("sqlite"):
             upgrade(s.database_url)
     except StockadeError as exc:
@@ -117,13 +142,23 @@ def serve(
     logging.basicConfig(level=s.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{s.host}:{s.port}"
     err.print(f"Stockade serving on {base}  (home {s.home})", highlight=False)
-    err.print(f"  pip install requests --index-url "
-              f"http://__token__:$STOCKADE_TOKEN@{s.host}:{s.port}/pypi/main/simple/",
-              highlight=False, markup=False)
+    err.print(
+        f"  pip install requests --index-url "
+        f"http://__token__:$STOCKADE_TOKEN@{s.host}:{s.port}/pypi/main/simple/",
+        highlight=False,
+        markup=False,
+    )
     config = uvicorn.Config(
-        create_app(s), host=s.host, port=s.port, log_level=s.log_level,
-        access_log=s.access_log, loop="uvloop", http="httptools", lifespan="on",
-        timeout_keep_alive=30, server_header=False,
+        create_app(s),
+        host=s.host,
+        port=s.port,
+        log_level=s.log_level,
+        access_log=s.access_log,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_keep_alive=30,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     ready_file = os.environ.get("STOCKADE_READY_FILE")
@@ -144,9 +179,8 @@ def _announce_port(server: object, path: str) -> None:
         for srv in server.servers:
             for sock in srv.sockets:
                 port = sock.getsockname()[1]
-                tmp = path + ".tmp"
-                with open(tmp, "w") as f:
-                    f.write(str(port))
+                tmp = Path(path + ".tmp")
+                tmp.write_text(str(port))  # noqa: ASYNC240 - tiny file, once at startup
                 os.replace(tmp, path)
                 return
 
@@ -176,8 +210,9 @@ def audit_list(
 
     async def go(r: Runtime) -> list[dict[str, object]]:
         async with r.sessions() as sess:
-            return await repo.list_audit(sess, limit=limit, action=action, actor=actor,
-                                         index_name=index)
+            return await repo.list_audit(
+                sess, limit=limit, action=action, actor=actor, index_name=index
+            )
 
     try:
         events = run(go)
@@ -186,6 +221,19 @@ def audit_list(
     if json:
         print_json(events)
         return
-    print_table("Audit events", ["at", "actor", "action", "outcome", "index", "target", "detail"],
-                [[e["at"], e["actor"], e["action"], e["outcome"], e["index"],
-                  e["filename"] or e["project"], e["detail"]] for e in events])
+    print_table(
+        "Audit events",
+        ["at", "actor", "action", "outcome", "index", "target", "detail"],
+        [
+            [
+                e["at"],
+                e["actor"],
+                e["action"],
+                e["outcome"],
+                e["index"],
+                e["filename"] or e["project"],
+                e["detail"],
+            ]
+            for e in events
+        ],
+    )

@@ -30,8 +30,9 @@ def create(
             raise InvalidRequest(f"unknown scope {scope!r}", "use read, write or admin") from exc
 
         async def go(r: Runtime) -> tuple[str, TokenRecord]:
-            result = await r.tokens.create(index=index, scope=sc, expires=expires, team=team,
-                                           note=note)
+            result = await r.tokens.create(
+                index=index, scope=sc, expires=expires, team=team, note=note
+            )
             await r.audit.flush()
             return result
 
@@ -65,10 +66,21 @@ def list_(
     for rec in records:
         d = rec.as_dict()
         state = "revoked" if d["revoked_at"] else "active"
-        rows.append([d["id"], d["index"], d["scope"], d["team"], state, d["expires_at"] or "never",
-                     d["last_used_at"] or "never", d["note"]])
-    print_table("Tokens", ["id", "index", "scope", "team", "state", "expires", "last used",
-                           "note"], rows)
+        rows.append(
+            [
+                d["id"],
+                d["index"],
+                d["scope"],
+                d["team"],
+                state,
+                d["expires_at"] or "never",
+                d["last_used_at"] or "never",
+                d["note"],
+            ]
+        )
+    print_table(
+        "Tokens", ["id", "index", "scope", "team", "state", "expires", "last used", "note"], rows
+    )
 
 
 @app.command("revoke")

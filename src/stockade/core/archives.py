@@ -753,11 +753,14 @@ def _check_wheel_file(data: bytes, filename: str) -> None:
 class _ArchiveProblem(Exception):
     """Raised from inside tarfile callbacks; turned into a StockadeError with the filename."""
 
-    def __init__(self, message: str, hint: str, *, too_large: bool = False) -> None:
+    def __init__(
+        self, message: str, hint: str, *, too_large: bool = False, corrupt: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.too_large = too_large
+        self.corrupt = corrupt
 
 
 class _TarStream:
@@ -803,12 +806,21 @@ class _TarStream:
         """The underlying file is closed by its owner."""
 
 
-def _check_pax_records(data: bytes) -> None:
-    """Validate a pax extended header strictly and in linear time, before tarfile parses it."""
-    bad = _ArchiveProblem("a pax extended header is malformed", _HINT_SDIST)
+def _check_pax_records(data: bytes, offset: int) -> None:
+    """Validate a pax extended header strictly and in linear time, before tarfile parses it.
+
+    CPython's own pax parser is regex-based and quadratic on long digit runs, and it reads GNU
+    sparse maps of attacker-chosen length; both are refused here.
+    """
+    bad = _ArchiveProblem(
+        f"the pax extended header at offset {offset} of the tar stream is malformed",
+        _HINT_SDIST,
+    )
     if _LONG_DIGIT_RUN_RE.search(data):
         raise bad
     pos, end = 0, len(data)
+    path: bytes | None = None
+    sparse = False
     while pos < end:
         space = data.find(b" ", pos, pos + 21)
         if space <= pos or not data[pos:space].isdigit():
@@ -819,11 +831,20 @@ def _check_pax_records(data: bytes) -> None:
         equals = data.find(b"=", space + 1, record_end - 1)
         if equals <= space + 1:
             raise bad
-        if data[space + 1 : equals].startswith(b"GNU.sparse."):
-            raise _ArchiveProblem(
-                "a member is a sparse file; sparse files are not allowed", _HINT_SDIST
-            )
+        keyword = data[space + 1 : equals]
+        if keyword == b"path":
+            path = data[equals + 1 : record_end - 1]
+        sparse = sparse or keyword.startswith(b"GNU.sparse.")
         pos = record_end
+    if sparse:
+        where = (
+            f"member {_show(path.decode('utf-8', 'backslashreplace'))}"
+            if path is not None
+            else f"the member at offset {offset} of the tar stream"
+        )
+        raise _ArchiveProblem(
+            f"{where} is a sparse file; sparse files are not allowed", _HINT_SDIST
+        )
 
 
 class _GuardedTarInfo(tarfile.TarInfo):
@@ -837,8 +858,9 @@ class _GuardedTarInfo(tarfile.TarInfo):
             raise
         except tarfile.HeaderError as exc:  # tarfile would silently stop iterating
             raise _ArchiveProblem(
-                f"not a valid gzip-compressed tar archive (corrupt tar header: {exc})",
+                f"corrupt tar header: {exc}",
                 "the upload may have been truncated or corrupted; " + _HINT_SDIST,
+                corrupt=True,
             ) from None
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
@@ -850,8 +872,8 @@ class _GuardedTarInfo(tarfile.TarInfo):
         if self.type in _EXT_HEADER_TYPES:
             if self.size > _MAX_EXT_HEADER:
                 raise _ArchiveProblem(
-                    f"a pax/GNU extended header is {_size(self.size)}, more than the "
-                    f"{_size(_MAX_EXT_HEADER)} allowed",
+                    f"the pax/GNU extended header at offset {self.offset} of the tar stream is "
+                    f"{_size(self.size)}, more than the {_size(_MAX_EXT_HEADER)} allowed",
                     _HINT_SDIST,
                     too_large=True,
                 )
@@ -867,7 +889,7 @@ class _GuardedTarInfo(tarfile.TarInfo):
                     too_large=True,
                 )
             if self.type in _PAX_TYPES:
-                _check_pax_records(tarfile_.fileobj.peek(self.size))
+                _check_pax_records(tarfile_.fileobj.peek(self.size), self.offset)
         result: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
         return result
 
@@ -898,8 +920,12 @@ def _scan_sdist(fp: BinaryIO, expected: _Expected, limits: ArchiveLimits) -> tup
     except StockadeError:
         raise
     except _ArchiveProblem as problem:
+        if problem.corrupt:
+            message = f"{filename} is not a valid gzip-compressed tar archive ({problem.message})"
+        else:
+            message = f"{filename}: {problem.message}"
         error = PayloadTooLarge if problem.too_large else UploadRejected
-        raise error(f"{filename}: {problem.message}", problem.hint) from None
+        raise error(message, problem.hint) from None
     except Exception as exc:
         raise _not_a_tar(filename, exc) from exc
     return data, label

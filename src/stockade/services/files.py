@@ -308,8 +308,13 @@ class FileService:
             got = hashlib.sha256(body).hexdigest()
             if got != meta_sha:
                 self._audit.record(
-                    "integrity.mismatch", index=origin.name, project=project,
-                    filename=filename + ".metadata", outcome="blocked", expected=meta_sha, got=got,
+                    "integrity.mismatch",
+                    index=origin.name,
+                    project=project,
+                    filename=filename + ".metadata",
+                    outcome="blocked",
+                    expected=meta_sha,
+                    got=got,
                 )
                 raise IntegrityError(
                     f"metadata of {filename} hashes to {got[:16]}…, upstream published "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from urllib.parse import urlparse
 
@@ -59,7 +60,7 @@ class IndexService:
         kind: IndexKind,
         *,
         upstream_url: str | None = None,
-        members: list[str] | None = None,
+        members: builtins.list[str] | None = None,
         anonymous_read: bool = False,
         description: str | None = None,
     ) -> IndexInfo:

@@ -112,7 +112,9 @@ class PageService:
             raise NotFound(f"project {project!r} is not on index {index.name!r}")
         return served
 
-    async def _page(self, index: IndexInfo, project: NormalizedName, depth: int) -> ServedPage | None:
+    async def _page(
+        self, index: IndexInfo, project: NormalizedName, depth: int
+    ) -> ServedPage | None:
         if depth > MAX_DEPTH:
             raise InvalidRequest(f"virtual index {index.name!r} nests too deeply (a cycle?)")
         key = (index.name, project)
@@ -197,21 +199,36 @@ class PageService:
         async with self._sessions() as s, s.begin():
             if got.status == "not_found":
                 await repo.upsert_page(
-                    s, index.id, project, data=None, etag=None, last_modified=None,
+                    s,
+                    index.id,
+                    project,
+                    data=None,
+                    etag=None,
+                    last_modified=None,
                     exists_upstream=False,
                 )
                 return None
             if got.status == "not_modified" and rec is not None:
                 await repo.upsert_page(
-                    s, index.id, project, data=None, etag=got.etag or rec.etag,
-                    last_modified=got.last_modified or rec.last_modified, exists_upstream=True,
+                    s,
+                    index.id,
+                    project,
+                    data=None,
+                    etag=got.etag or rec.etag,
+                    last_modified=got.last_modified or rec.last_modified,
+                    exists_upstream=True,
                 )
                 return self._mirror_served(index, up, rec.data, ttl)
             assert got.page is not None
             data = got.page.to_json().decode()
             await repo.upsert_page(
-                s, index.id, project, data=data, etag=got.etag,
-                last_modified=got.last_modified, exists_upstream=True,
+                s,
+                index.id,
+                project,
+                data=data,
+                etag=got.etag,
+                last_modified=got.last_modified,
+                exists_upstream=True,
             )
         return self._mirror_served(index, up, data, ttl)
 
@@ -250,7 +267,9 @@ class PageService:
                     res = merge(project, found)
                     assert res is not None
                     page = ProjectPage(
-                        name=project, files=res.page.files, tracks=sp.page.tracks,
+                        name=project,
+                        files=res.page.files,
+                        tracks=sp.page.tracks,
                         extra_versions=sp.page.extra_versions,
                     )
                     return ServedPage(page, IndexKind.MIRROR, sp.fresh_until, stale=sp.stale)

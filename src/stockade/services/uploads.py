@@ -48,8 +48,14 @@ class UploadService:
         self._limits = limits or ArchiveLimits()
 
     async def accept(
-        self, index: IndexInfo, form: UploadForm, writer: BlobWriter, *, actor: str | None,
-        md5: str, blake2: str,
+        self,
+        index: IndexInfo,
+        form: UploadForm,
+        writer: BlobWriter,
+        *,
+        actor: str | None,
+        md5: str,
+        blake2: str,
     ) -> FileInfo:
         """Validate the upload held in ``writer`` and store it; the writer is always finished."""
         try:
@@ -58,8 +64,14 @@ class UploadService:
             writer.abort()  # no-op once committed
 
     async def _accept(
-        self, index: IndexInfo, form: UploadForm, writer: BlobWriter, *, actor: str | None,
-        md5: str, blake2: str,
+        self,
+        index: IndexInfo,
+        form: UploadForm,
+        writer: BlobWriter,
+        *,
+        actor: str | None,
+        md5: str,
+        blake2: str,
     ) -> FileInfo:
         if index.kind is not IndexKind.PRIVATE:
             raise InvalidRequest(
@@ -123,14 +135,26 @@ class UploadService:
             ) from exc
         self._pages.clear()
         self._audit.record(
-            "upload", actor=actor, index=index.name, project=meta.name,
-            filename=form.filename, sha256=sha, size=size, version=meta.version,
+            "upload",
+            actor=actor,
+            index=index.name,
+            project=meta.name,
+            filename=form.filename,
+            sha256=sha,
+            size=size,
+            version=meta.version,
         )
         return info
 
     async def yank(
-        self, index: IndexInfo, project: str, version: str, *, reason: str | None,
-        yanked: bool = True, actor: str | None = None,
+        self,
+        index: IndexInfo,
+        project: str,
+        version: str,
+        *,
+        reason: str | None,
+        yanked: bool = True,
+        actor: str | None = None,
     ) -> int:
         self._require_private(index)
         name = canonicalize_name(project)
@@ -140,21 +164,32 @@ class UploadService:
             raise NotFound(f"{name} {version} has no files on index {index.name!r}")
         self._pages.clear()
         self._audit.record(
-            "yank" if yanked else "unyank", actor=actor, index=index.name, project=name,
-            version=version, reason=reason, files=n,
+            "yank" if yanked else "unyank",
+            actor=actor,
+            index=index.name,
+            project=name,
+            version=version,
+            reason=reason,
+            files=n,
         )
         return n
 
     async def delete(
-        self, index: IndexInfo, project: str, version: str | None = None,
-        filename: str | None = None, *, actor: str | None = None,
+        self,
+        index: IndexInfo,
+        project: str,
+        version: str | None = None,
+        filename: str | None = None,
+        *,
+        actor: str | None = None,
     ) -> list[FileInfo]:
         self._require_private(index)
         name = canonicalize_name(project)
         async with self._sessions() as s, s.begin():
             files = await repo.list_files(s, index.id, name)
             doomed = [
-                f for f in files
+                f
+                for f in files
                 if (version is None or f.version == version)
                 and (filename is None or f.filename == filename)
             ]
@@ -167,7 +202,11 @@ class UploadService:
         self._pages.clear()
         for f in doomed:
             self._audit.record(
-                "delete", actor=actor, index=index.name, project=name, filename=f.filename,
+                "delete",
+                actor=actor,
+                index=index.name,
+                project=name,
+                filename=f.filename,
                 sha256=f.sha256,
             )
         return doomed

@@ -87,13 +87,21 @@ async def authorized_index(
         token = await identify(request)
         index = await runtime.indexes.get(name)
         auth.authorize(
-            token, index=index.name, needed=needed, now=repo.utcnow(),
+            token,
+            index=index.name,
+            needed=needed,
+            now=repo.utcnow(),
             anonymous_read=index.anonymous_read,
         )
     except (AuthError, Forbidden) as exc:
         runtime.audit.record(
-            "refused", actor=token.id if token else None, index=name, outcome="refused",
-            client=client_addr(request), reason=exc.message, path=request.url.path,
+            "refused",
+            actor=token.id if token else None,
+            index=name,
+            outcome="refused",
+            client=client_addr(request),
+            reason=exc.message,
+            path=request.url.path,
             needed=needed.value,
         )
         raise
@@ -131,7 +139,7 @@ async def simple_project(request: Request) -> Response:
     project = canonicalize_name(raw)
     if raw != project or not request.url.path.endswith("/"):
         index, _ = await authorized_index(request, name, Scope.READ)
-        target = (f"../{project}/" if request.url.path.endswith("/") else f"{project}/")
+        target = f"../{project}/" if request.url.path.endswith("/") else f"{project}/"
         if request.url.query:
             target += "?" + request.url.query
         return Response(status_code=301, headers={"Location": target})
@@ -182,14 +190,25 @@ async def download(request: Request) -> Response:
         result = await runtime.files.open(index, project, filename)
     except StockadeError as exc:
         runtime.audit.record(
-            "download", actor=actor, index=index.name, project=project, filename=filename,
-            outcome="error", client=client_addr(request), reason=exc.message,
+            "download",
+            actor=actor,
+            index=index.name,
+            project=project,
+            filename=filename,
+            outcome="error",
+            client=client_addr(request),
+            reason=exc.message,
             team=token.team if token else None,
         )
         raise
     runtime.audit.record(
-        "download", actor=actor, index=index.name, project=project, filename=filename,
-        client=client_addr(request), team=token.team if token else None,
+        "download",
+        actor=actor,
+        index=index.name,
+        project=project,
+        filename=filename,
+        client=client_addr(request),
+        team=token.team if token else None,
     )
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if isinstance(result, StoredFile):
@@ -198,7 +217,9 @@ async def download(request: Request) -> Response:
         path = runtime.store.local_path(result.sha256)
         if path is not None:
             return FileResponse(
-                path, media_type="application/octet-stream", headers=headers,
+                path,
+                media_type="application/octet-stream",
+                headers=headers,
                 stat_result=None,
             )
         return StreamingResponse(runtime.store.stream(result.sha256), headers=headers)
@@ -280,13 +301,21 @@ async def upload(request: Request) -> Response:
         d = digests.result()
         try:
             info = await runtime.uploads.accept(
-                index, fields, writer, actor=token.id if token else None,
-                md5=d["md5"], blake2=d["blake2"],
+                index,
+                fields,
+                writer,
+                actor=token.id if token else None,
+                md5=d["md5"],
+                blake2=d["blake2"],
             )
         except StockadeError as exc:
             runtime.audit.record(
-                "upload", actor=token.id if token else None, index=index.name,
-                filename=fields.filename, outcome="rejected", client=client_addr(request),
+                "upload",
+                actor=token.id if token else None,
+                index=index.name,
+                filename=fields.filename,
+                outcome="rejected",
+                client=client_addr(request),
                 reason=exc.message,
             )
             raise
@@ -335,8 +364,10 @@ async def api_indexes(request: Request) -> Response:
     data = await _body(request)
     kind = IndexKind(str(data.get("kind", "")))
     info = await runtime.indexes.create(
-        str(data.get("name", "")), kind,
-        upstream_url=data.get("upstream"), members=list(data.get("members") or []),
+        str(data.get("name", "")),
+        kind,
+        upstream_url=data.get("upstream"),
+        members=list(data.get("members") or []),
         anonymous_read=bool(data.get("anonymous_read", False)),
         description=data.get("description"),
     )
@@ -372,8 +403,12 @@ async def api_tokens(request: Request) -> Response:
     except ValueError as exc:
         raise InvalidRequest("scope must be read, write or admin") from exc
     secret, rec = await runtime.tokens.create(
-        index=index, scope=scope, expires=data.get("expires"), team=data.get("team"),
-        note=data.get("note"), created_by=token.id,
+        index=index,
+        scope=scope,
+        expires=data.get("expires"),
+        team=data.get("team"),
+        note=data.get("note"),
+        created_by=token.id,
     )
     return _json({**rec.as_dict(), "token": secret}, 201)
 
@@ -392,8 +427,11 @@ async def api_yank(request: Request) -> Response:
     index, token = await authorized_index(request, name, Scope.ADMIN)
     data = await _body(request) if request.method == "POST" else {}
     n = await runtime.uploads.yank(
-        index, request.path_params["project"], request.path_params["version"],
-        reason=data.get("reason"), yanked=request.method == "POST",
+        index,
+        request.path_params["project"],
+        request.path_params["version"],
+        reason=data.get("reason"),
+        yanked=request.method == "POST",
         actor=token.id if token else None,
     )
     runtime.changed()
@@ -404,7 +442,9 @@ async def api_file(request: Request) -> Response:
     runtime = rt(request)
     index, token = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
     doomed = await runtime.uploads.delete(
-        index, request.path_params["project"], filename=request.path_params["filename"],
+        index,
+        request.path_params["project"],
+        filename=request.path_params["filename"],
         actor=token.id if token else None,
     )
     runtime.changed()
@@ -418,8 +458,11 @@ async def api_audit(request: Request) -> Response:
     q = request.query_params
     async with runtime.sessions() as s:
         events = await repo.list_audit(
-            s, limit=min(int(q.get("limit", "100")), 10_000), action=q.get("action"),
-            actor=q.get("actor"), index_name=q.get("index"),
+            s,
+            limit=min(int(q.get("limit", "100")), 10_000),
+            action=q.get("action"),
+            actor=q.get("actor"),
+            index_name=q.get("index"),
         )
     return _json(events)
 
@@ -466,11 +509,13 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/tokens/{token_id}", api_token, methods=["DELETE"]),
         Route(
             "/api/v1/indexes/{index}/projects/{project}/versions/{version}/yank",
-            api_yank, methods=["POST", "DELETE"],
+            api_yank,
+            methods=["POST", "DELETE"],
         ),
         Route(
             "/api/v1/indexes/{index}/projects/{project}/files/{filename}",
-            api_file, methods=["DELETE"],
+            api_file,
+            methods=["DELETE"],
         ),
         Route("/api/v1/audit", api_audit),
     ]

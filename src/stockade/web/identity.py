@@ -8,7 +8,7 @@ import binascii
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-TOKEN_KEY = "stockade.token"
+TOKEN_KEY = "stockade.token"  # noqa: S105 - a scope key, not a secret
 
 
 class TokenPrefixMiddleware:
