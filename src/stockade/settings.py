@@ -49,6 +49,8 @@ class Settings:
     # Files up to this size are fetched whole before the first byte is sent, so a digest
     # mismatch is a clean 502; larger ones stream while written (mismatch aborts the stream).
     buffer_below: int = 16 * 1024**2
+    # Extra CA certificates (PEM) to trust for upstreams, on top of the system store.
+    ca_bundle: str | None = None
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,7 @@ class Runtime:
         self.sessions = make_sessionmaker(self.engine)
         self.store = open_store(settings.storage_url)
         self.invalidation = FileInvalidation(settings.run_dir)
-        self.http: httpx.AsyncClient = make_client(settings.upstream_timeout)
+        self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
         self.audit = AuditLog(self.sessions)
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
