@@ -93,10 +93,7 @@ class UploadService:
             raise UploadRejected("the uploaded file is empty")
         async with self._sessions() as s:
             if await repo.get_file(s, index.id, form.filename):
-                raise Conflict(
-                    f"{form.filename} already exists on index {index.name!r}; files are immutable",
-                    "bump the version (twine --skip-existing ignores this)",
-                )
+                raise self._exists(index, form.filename)
         meta = await anyio.to_thread.run_sync(
             lambda: validate_distribution(
                 writer.path,
@@ -106,33 +103,47 @@ class UploadService:
                 expected_version=form.version,
             )
         )
-        metadata_sha = None
-        if meta.packagetype == "bdist_wheel":
-            metadata_sha = self._store.put_bytes(meta.metadata)
+        metadata_sha = (
+            hashlib.sha256(meta.metadata).hexdigest() if meta.packagetype == "bdist_wheel" else None
+        )
         size = writer.size
-        writer.commit(sha)
+        # The row is inserted first, inside the transaction: the unique constraint decides a race
+        # between concurrent uploads of one filename before any byte is stored, and the bytes are
+        # stored before the row becomes visible. A loser stores nothing.
+        stored: list[str] = []
         try:
             async with self._sessions() as s, s.begin():
-                info = await repo.insert_file(
-                    s,
-                    index_id=index.id,
-                    project=meta.name,
-                    display_name=meta.display_name,
-                    version=meta.version,
-                    filename=form.filename,
-                    packagetype=meta.packagetype,
-                    sha256=sha,
-                    size=size,
-                    requires_python=meta.requires_python,
-                    metadata_sha256=metadata_sha,
-                    yanked=False,
-                    upload_time=repo.utcnow(),
-                    uploaded_by=actor,
-                )
-        except DBIntegrityError as exc:
-            raise Conflict(
-                f"{form.filename} already exists on index {index.name!r}; files are immutable"
-            ) from exc
+                try:
+                    info = await repo.insert_file(
+                        s,
+                        index_id=index.id,
+                        project=meta.name,
+                        display_name=meta.display_name,
+                        version=meta.version,
+                        filename=form.filename,
+                        packagetype=meta.packagetype,
+                        sha256=sha,
+                        size=size,
+                        requires_python=meta.requires_python,
+                        metadata_sha256=metadata_sha,
+                        yanked=False,
+                        upload_time=repo.utcnow(),
+                        uploaded_by=actor,
+                    )
+                except DBIntegrityError as exc:
+                    raise self._exists(index, form.filename) from exc
+                if metadata_sha is not None and not self._store.exists(metadata_sha):
+                    self._store.put_bytes(meta.metadata)
+                    stored.append(metadata_sha)
+                if not self._store.exists(sha):
+                    writer.commit(sha)
+                    stored.append(sha)
+        except DBIntegrityError as exc:  # lost the race at commit time (PostgreSQL)
+            await self._discard(stored)
+            raise self._exists(index, form.filename) from exc
+        except BaseException:
+            await self._discard(stored)
+            raise
         self._pages.clear()
         self._audit.record(
             "upload",
@@ -210,6 +221,20 @@ class UploadService:
                 sha256=f.sha256,
             )
         return doomed
+
+    @staticmethod
+    def _exists(index: IndexInfo, filename: str) -> Conflict:
+        return Conflict(
+            f"{filename} already exists on index {index.name!r}; files are immutable",
+            "upload a new version: each filename can be uploaded once",
+        )
+
+    async def _discard(self, shas: list[str]) -> None:
+        """Remove blobs this upload stored, unless a committed row uses them."""
+        for sha in shas:
+            async with self._sessions() as s:
+                if not await repo.sha_in_use(s, sha):
+                    self._store.delete(sha)
 
     @staticmethod
     def _require_private(index: IndexInfo) -> None:

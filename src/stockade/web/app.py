@@ -85,7 +85,15 @@ async def authorized_index(
     token: TokenInfo | None = None
     try:
         token = await identify(request)
-        index = await runtime.indexes.get(name)
+        found = await runtime.indexes.find(name)
+        if found is None:
+            # Do not reveal which index names exist to callers who may not see them.
+            if token is None:
+                auth.authorize(None, index=name, needed=needed, now=repo.utcnow())
+            elif token.index_name != auth.ALL_INDEXES:
+                auth.authorize(token, index=name, needed=needed, now=repo.utcnow())
+            raise NotFound(f"no index named {name!r}", "check the URL: /pypi/<index>/simple/")
+        index = found
         auth.authorize(
             token,
             index=index.name,
@@ -275,7 +283,10 @@ async def upload(request: Request) -> Response:
             raise InvalidRequest(f"unsupported :action {action!r}", "only file_upload is supported")
         content = form.get("content")
         if not isinstance(content, UploadFile) or not content.filename:
-            raise InvalidRequest("the form has no 'content' file part", "upload with twine")
+            raise InvalidRequest(
+                "the form has no complete 'content' file part (was the body cut short?)",
+                "upload with twine; retry if the connection was interrupted",
+            )
 
         def field(key: str) -> str | None:
             v = form.get(key)
@@ -362,7 +373,12 @@ async def api_indexes(request: Request) -> Response:
         return _json([i.as_dict() for i in items])
     token = await _admin(request)
     data = await _body(request)
-    kind = IndexKind(str(data.get("kind", "")))
+    try:
+        kind = IndexKind(str(data.get("kind", "")))
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"unknown index kind {data.get('kind')!r}", "use mirror, private or virtual"
+        ) from exc
     info = await runtime.indexes.create(
         str(data.get("name", "")),
         kind,

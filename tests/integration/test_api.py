@@ -1,0 +1,71 @@
+"""The JSON admin API and index-name privacy, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.builders import build_wheel
+from tests.conftest import Server
+
+
+def test_admin_api_round_trip(server: Server, tmp_path: Path) -> None:
+    srv = server
+    with srv.http(srv.admin_token) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        bad = c.post("/api/v1/indexes", json={"name": "x", "kind": "nonsense"})
+        assert bad.status_code == 400
+        assert "mirror, private or virtual" in bad.json()["hint"]
+        r = c.post("/api/v1/indexes", json={"name": "priv", "kind": "private"})
+        assert r.status_code == 201
+        assert (
+            c.post("/api/v1/indexes", json={"name": "priv", "kind": "private"}).status_code == 409
+        )
+        tok = c.post("/api/v1/tokens", json={"index": "priv", "scope": "write", "team": "t1"})
+        assert tok.status_code == 201
+        writer = tok.json()["token"]
+        wheel = build_wheel(tmp_path, "widget", "1.0")
+    with srv.http(writer) as w:
+        up = w.post(
+            "/pypi/priv/",
+            data={":action": "file_upload"},
+            files={"content": (wheel.name, wheel.read_bytes())},
+        )
+        assert up.status_code == 200, up.text
+        # a write token may not yank
+        assert (
+            w.post("/api/v1/indexes/priv/projects/widget/versions/1.0/yank", json={}).status_code
+            == 403
+        )
+    with srv.http(srv.admin_token) as c:
+        y = c.post("/api/v1/indexes/priv/projects/widget/versions/1.0/yank", json={"reason": "CVE"})
+        assert y.json() == {"files": 1}
+        page = c.get(
+            "/pypi/priv/simple/widget/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        ).json()
+        assert page["files"][0]["yanked"] == "CVE"
+        c.delete("/api/v1/indexes/priv/projects/widget/versions/1.0/yank")
+        page = c.get(
+            "/pypi/priv/simple/widget/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        ).json()
+        assert page["files"][0]["yanked"] is False
+        d = c.delete(f"/api/v1/indexes/priv/projects/widget/files/{wheel.name}")
+        assert [f["filename"] for f in d.json()] == [wheel.name]
+        assert c.get("/pypi/priv/simple/widget/").status_code == 404
+        events = c.get("/api/v1/audit", params={"index": "priv"}).json()
+        assert {"upload", "yank", "unyank", "delete"} <= {e["action"] for e in events}
+        assert c.delete("/api/v1/indexes/priv").status_code == 204
+
+
+def test_unknown_index_names_are_not_disclosed(server: Server) -> None:
+    srv = server
+    srv.cli("index", "create", "a", "--private")
+    tok_a = srv.token("a")
+    with srv.http() as anon:
+        assert anon.get("/pypi/nope/simple/").status_code == 401
+        assert anon.get("/pypi/a/simple/").status_code == 401
+    with srv.http(tok_a) as c:
+        assert c.get("/pypi/nope/simple/").status_code == 403
+    with srv.http(srv.admin_token) as c:
+        r = c.get("/pypi/nope/simple/")
+        assert r.status_code == 404
+        assert "no index named 'nope'" in r.text
