@@ -10,30 +10,20 @@ from tests.builders import build_wheel, sha256_file
 from tests.conftest import VENV_BIN, Server, UpstreamSet, client_env
 
 
-def pip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [sys.executable, "-m", "pip", *args, "--isolated", "--no-cache-dir"],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+def run_client(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run pip/uv/twine isolated from the machine's configuration."""
+    res = subprocess.run(argv, env=client_env(), capture_output=True, text=True, timeout=180)
     if check and res.returncode != 0:
-        raise AssertionError(f"pip {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+        raise AssertionError(f"{' '.join(argv[:4])} failed:\n{res.stdout}\n{res.stderr}")
     return res
+
+
+def pip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_client([sys.executable, "-m", "pip", *args, "--isolated", "--no-cache-dir"], check)
 
 
 def uv(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [str(VENV_BIN / "uv"), *args],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if check and res.returncode != 0:
-        raise AssertionError(f"uv {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
-    return res
+    return run_client([str(VENV_BIN / "uv"), *args], check)
 
 
 def installed(target: Path) -> set[str]:

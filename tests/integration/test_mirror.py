@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -40,6 +42,17 @@ def mirror(sqlite_server: Server, upstream: UpstreamSet) -> tuple[Server, str, U
     return sqlite_server, sqlite_server.token("up"), upstream
 
 
+@contextlib.contextmanager
+def mirror_server(tmp_path: Path, up: UpstreamSet, **settings: object) -> Iterator[Server]:
+    """A SQLite server with settings, and a mirror index ``up`` of the local upstream."""
+    srv = make_server(tmp_path / "h", f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}", **settings)
+    try:
+        srv.cli("index", "create", "up", "--mirror", up.upstream.simple_url)
+        yield srv
+    finally:
+        srv.stop()
+
+
 def file_url(project: str, path: Path) -> str:
     return f"/pypi/up/files/{project}/{path.name}"
 
@@ -66,9 +79,7 @@ def test_tampered_file_is_never_served_nor_stored(mirror: tuple[Server, str, Ups
 def test_upstream_down_serves_stale_page_and_cached_files(
     tmp_path: Path, upstream: UpstreamSet
 ) -> None:
-    srv = make_server(tmp_path / "h", f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}", page_ttl=0)
-    try:
-        srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    with mirror_server(tmp_path, upstream, page_ttl=0) as srv:
         token = srv.token("up")
         wheel = upstream.files["alpha-1.1"]
         with srv.http(token) as c:
@@ -87,22 +98,16 @@ def test_upstream_down_serves_stale_page_and_cached_files(
             never = c.get("/pypi/up/simple/gamma/")
             assert never.status_code == 502
             assert "upstream" in never.text
-    finally:
-        srv.stop()
 
 
 def test_revalidation_is_conditional(tmp_path: Path, upstream: UpstreamSet) -> None:
-    srv = make_server(tmp_path / "h", f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}", page_ttl=0)
-    try:
-        srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    with mirror_server(tmp_path, upstream, page_ttl=0) as srv:
         with srv.http(srv.token("up")) as c:
             assert c.get("/pypi/up/simple/beta/").status_code == 200
             upstream.upstream.clear_requests()
             assert c.get("/pypi/up/simple/beta/").status_code == 200
         reqs = [r for r in upstream.upstream.requests if r.path.startswith("/simple/beta")]
         assert reqs and reqs[-1].headers.get("if-none-match")
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("mode", ["buffered", "streamed"])
@@ -110,9 +115,7 @@ def test_truncated_upstream_stores_nothing_and_refetches(
     tmp_path: Path, upstream: UpstreamSet, mode: str
 ) -> None:
     settings = {"buffer_below": 0} if mode == "streamed" else {}
-    srv = make_server(tmp_path / "h", f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}", **settings)
-    try:
-        srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    with mirror_server(tmp_path, upstream, **settings) as srv:
         big = build_wheel(
             upstream.dist,
             "delta",
@@ -140,8 +143,6 @@ def test_truncated_upstream_stores_nothing_and_refetches(
             assert r.status_code == 200 and r.content == big.read_bytes()
             assert upstream.upstream.count(big.name) == before + 1
         assert sha256_file(big) in blobs(srv)
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("mode", ["buffered", "streamed"])
@@ -149,9 +150,7 @@ def test_concurrent_first_requests_share_one_fetch(
     tmp_path: Path, upstream: UpstreamSet, mode: str
 ) -> None:
     settings = {"buffer_below": 0} if mode == "streamed" else {}
-    srv = make_server(tmp_path / "h", f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}", **settings)
-    try:
-        srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    with mirror_server(tmp_path, upstream, **settings) as srv:
         token = srv.token("up")
         wheel = upstream.files["alpha-1.0"]
         with srv.http(token) as c:
@@ -168,8 +167,6 @@ def test_concurrent_first_requests_share_one_fetch(
             bodies = list(pool.map(lambda _: get(), range(6)))
         assert all(b == wheel.read_bytes() for b in bodies)
         assert upstream.upstream.count("/files/" + wheel.name) == 1
-    finally:
-        srv.stop()
 
 
 def test_page_caching_headers_and_negotiation(mirror: tuple[Server, str, UpstreamSet]) -> None:
