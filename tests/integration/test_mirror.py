@@ -226,3 +226,21 @@ def test_confusion_new_public_version_never_shadows_internal(
         assert [f["filename"] for f in j["files"]] == [ours.name]
         # and a project only the mirror has still flows through
         assert c.get("/pypi/main/simple/beta/").status_code == 200
+
+
+def test_changed_upstream_digest_keeps_serving_verified_bytes(
+    tmp_path: Path, upstream: UpstreamSet
+) -> None:
+    with mirror_server(tmp_path, upstream, page_ttl=0) as srv, srv.http(srv.token("up")) as c:
+        wheel = upstream.files["alpha-1.0"]
+        original = wheel.read_bytes()
+        assert c.get(file_url("alpha", wheel)).content == original
+        # the upstream now publishes different bytes under the same (immutable) filename
+        rebuilt = build_wheel(upstream.dist, "alpha", "1.0", summary="evil twin")
+        assert rebuilt.read_bytes() != original
+        upstream.upstream.add_files([rebuilt])
+        page = c.get("/pypi/up/simple/alpha/").text
+        assert sha256_file(rebuilt) not in page
+        assert hashlib.sha256(original).hexdigest() in page
+        assert c.get(file_url("alpha", wheel)).content == original
+        assert audit(srv, "upstream.digest_changed")

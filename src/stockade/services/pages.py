@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -220,7 +220,8 @@ class PageService:
                 )
                 return self._mirror_served(index, up, rec.data, ttl)
             assert got.page is not None
-            data = got.page.to_json().decode()
+            pinned = await self._pin_stored(s, index, got.page)
+            data = pinned.to_json().decode()
             await repo.upsert_page(
                 s,
                 index.id,
@@ -231,6 +232,33 @@ class PageService:
                 exists_upstream=True,
             )
         return self._mirror_served(index, up, data, ttl)
+
+    async def _pin_stored(
+        self, s: AsyncSession, index: IndexInfo, page: ProjectPage
+    ) -> ProjectPage:
+        """Keep serving the verified bytes of files already stored when the upstream now
+        publishes another digest for the same filename (PyPI files are immutable: a changed
+        digest means the upstream or the path to it was tampered with)."""
+        stored = {f.filename: f for f in await repo.list_files(s, index.id, page.name)}
+        if not stored:
+            return page
+        files = []
+        for f in page.files:
+            mine = stored.get(f.filename)
+            if mine is not None and f.sha256 and f.sha256.lower() != mine.sha256:
+                log.warning("upstream digest changed for %s on %s", f.filename, index.name)
+                self._audit.record(
+                    "upstream.digest_changed",
+                    index=index.name,
+                    project=page.name,
+                    filename=f.filename,
+                    outcome="blocked",
+                    stored=mine.sha256,
+                    published=f.sha256.lower(),
+                )
+                f = replace(f, sha256=mine.sha256, size=mine.size)
+            files.append(f)
+        return replace(page, files=tuple(files))
 
     def _mirror_served(
         self, index: IndexInfo, up: UpstreamIndex, data: str, ttl: float

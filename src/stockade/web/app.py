@@ -162,7 +162,6 @@ async def simple_project(request: Request) -> Response:
         "ETag": rendered.etag,
         "Vary": "Accept, Accept-Encoding",
         "Cache-Control": "private, max-age=60",
-        "X-PyPI-Last-Serial": "0",
     }
     if served.stale:
         headers["Warning"] = '110 - "Response is Stale"'
