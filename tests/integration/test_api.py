@@ -69,3 +69,48 @@ def test_unknown_index_names_are_not_disclosed(server: Server) -> None:
         r = c.get("/pypi/nope/simple/")
         assert r.status_code == 404
         assert "no index named 'nope'" in r.text
+
+
+def test_fast_path_answers_exactly_like_the_routes(sqlite_server: Server, tmp_path: Path) -> None:
+    """The first request fills the caches through the Starlette routes; the next ones are
+    answered by web/fast.py. Both must say the same thing, and refusals must never be cached."""
+    srv = sqlite_server
+    srv.cli("index", "create", "p", "--private")
+    wheel = build_wheel(tmp_path, "thing", "1.0")
+    reader = srv.token("p")
+    with srv.http(srv.admin_token) as c:
+        c.post(
+            "/pypi/p/",
+            data={":action": "file_upload"},
+            files={"content": (wheel.name, wheel.read_bytes())},
+        )
+    keep = ("content-type", "etag", "vary", "cache-control", "content-encoding")
+    for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
+        for enc in ("identity", "gzip"):
+            with srv.http(reader) as c:
+                h = {"Accept": accept, "Accept-Encoding": enc}
+                cold = c.get("/pypi/p/simple/thing/", headers=h)
+                warm = c.get("/pypi/p/simple/thing/", headers=h)
+                prefixed = c.get(f"{srv.url}/t/{reader}/pypi/p/simple/thing/", headers=h)
+            assert cold.status_code == warm.status_code == prefixed.status_code == 200
+            assert cold.content == warm.content == prefixed.content
+            for k in keep:
+                assert cold.headers.get(k) == warm.headers.get(k), k
+            with srv.http(reader) as c:
+                again = c.get(
+                    "/pypi/p/simple/thing/", headers={**h, "If-None-Match": warm.headers["etag"]}
+                )
+            assert again.status_code == 304
+    with srv.http() as anon:
+        assert anon.get("/pypi/p/simple/thing/").status_code == 401
+    other = srv.token("p", "read", "--expires", "1s")
+    with srv.http(other) as c:
+        assert c.get("/pypi/p/simple/thing/").status_code == 200
+    import time
+
+    time.sleep(1.2)
+    with srv.http(other) as c:
+        assert c.get("/pypi/p/simple/thing/").status_code == 401  # expired, even when warm
+    srv.cli("token", "revoke", reader.split("_")[1])
+    with srv.http(reader) as c:
+        assert c.get("/pypi/p/simple/thing/").status_code == 401  # revoked, even when warm

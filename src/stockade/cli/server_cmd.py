@@ -123,11 +123,12 @@ def _safe(url: str) -> str:
 def serve(
     host: str = typer.Option(None, "--host", help="Address to bind (default from settings)."),
     port: int = typer.Option(None, "--port", help="Port (default 8080; 0 picks a free one)."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Server processes (e.g. one per core); caches are per process."
+    ),
 ) -> None:
     """Run the server (embedded default: SQLite and a local folder under STOCKADE_HOME)."""
     import uvicorn
-
-    from stockade.web.app import create_app
 
     try:
         s = Settings.load(host=host, port=port)
@@ -139,19 +140,27 @@ def serve(
             upgrade(s.database_url)
     except StockadeError as exc:
         fail(exc)
+    bound_port = s.port or _free_port(s.host)
     logging.basicConfig(level=s.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    base = f"http://{s.host}:{s.port}"
-    err.print(f"Stockade serving on {base}  (home {s.home})", highlight=False)
+    base = f"http://{s.host}:{bound_port}"
+    err.print(f"Stockade serving on {base}  (home {s.home}, {workers} worker(s))", highlight=False)
     err.print(
         f"  pip install requests --index-url "
-        f"http://__token__:$STOCKADE_TOKEN@{s.host}:{s.port}/pypi/main/simple/",
+        f"http://__token__:$STOCKADE_TOKEN@{s.host}:{bound_port}/pypi/main/simple/",
         highlight=False,
         markup=False,
     )
-    config = uvicorn.Config(
-        create_app(s),
+    ready_file = os.environ.get("STOCKADE_READY_FILE")
+    if ready_file:
+        _announce_when_ready(base, bound_port, Path(ready_file))
+    # The app is built by a factory in each worker from the same environment (STOCKADE_HOME…).
+    os.environ["STOCKADE_HOME"] = str(s.home)
+    uvicorn.run(
+        "stockade.web.app:app_from_env",
+        factory=True,
         host=s.host,
-        port=s.port,
+        port=bound_port,
+        workers=workers,
         log_level=s.log_level,
         access_log=s.access_log,
         loop="uvloop",
@@ -160,31 +169,37 @@ def serve(
         timeout_keep_alive=30,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-    ready_file = os.environ.get("STOCKADE_READY_FILE")
-    if ready_file:
-        _announce_port(server, ready_file)
-    server.run()
 
 
-def _announce_port(server: object, path: str) -> None:
-    """Write the bound port to ``path`` once listening (tests use port 0)."""
-    import uvicorn
+def _free_port(host: str) -> int:
+    import socket
 
-    assert isinstance(server, uvicorn.Server)
-    original = server.startup
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
-    async def startup(sockets: object = None) -> None:
-        await original(sockets=sockets)  # type: ignore[arg-type]  # uvicorn's own signature
-        for srv in server.servers:
-            for sock in srv.sockets:
-                port = sock.getsockname()[1]
-                tmp = Path(path + ".tmp")
-                tmp.write_text(str(port))  # noqa: ASYNC240 - tiny file, once at startup
-                os.replace(tmp, path)
-                return
 
-    server.startup = startup  # type: ignore[method-assign]  # hook to learn the bound port
+def _announce_when_ready(base: str, port: int, path: Path) -> None:
+    """Write the port to ``path`` once /health answers (tests and benchmarks wait on it)."""
+    import threading
+    import time
+
+    import httpx
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    tmp = path.with_name(path.name + ".tmp")
+                    tmp.write_text(str(port))
+                    os.replace(tmp, path)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True, name="ready-file").start()
 
 
 @db_app.command("upgrade")

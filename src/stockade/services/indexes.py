@@ -48,6 +48,10 @@ class IndexService:
             raise NotFound(f"no index named {name!r}", "see `stockade index list`")
         return found
 
+    def cached(self, name: str) -> IndexInfo | None:
+        """The index if definitions are loaded in this process (no I/O)."""
+        return self._cache.get(name) if self._cache is not None else None
+
     async def find(self, name: str) -> IndexInfo | None:
         return (await self._load()).get(name)
 

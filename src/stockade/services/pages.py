@@ -106,6 +106,13 @@ class PageService:
             self._upstreams[index.name] = up
         return up
 
+    def cached(self, index: str, project: str) -> ServedPage | None:
+        """A fresh cached page, or None (no I/O): the web fast path's only page lookup."""
+        served = self._cache.get((index, project))
+        if served is not None and served.fresh_until > time.monotonic():
+            return served
+        return None
+
     async def project_page(self, index: IndexInfo, project: NormalizedName) -> ServedPage:
         served = await self._page(index, project, 0)
         if served is None:

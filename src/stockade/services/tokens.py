@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,7 +26,7 @@ class TokenService:
         self._indexes = indexes
         self._audit = audit
         self._cache: dict[str, TokenRecord | None] = {}
-        self._touched: dict[str, datetime] = {}
+        self._touched: dict[str, float] = {}
 
     def clear(self) -> None:
         self._cache.clear()
@@ -105,11 +105,21 @@ class TokenService:
         found = self._cache[token]
         if found is None:
             raise AuthError("unknown token", "check for typos or ask an admin for a new token")
-        now = repo.utcnow()
-        last = self._touched.get(token_id)
-        if last is None or (now - last).total_seconds() > _TOUCH_EVERY:
-            self._touched[token_id] = now
-            if found.last_used_at is None and last is None:
-                self._audit.record("token.first_use", actor=token_id, token=token_id)
-            self._audit.token_used(token_id, now)
+        self.note_use(found)
         return found.info
+
+    def cached(self, token: str) -> TokenRecord | None:
+        """The verified record of ``token`` if this process has already checked it."""
+        return self._cache.get(token)
+
+    def note_use(self, rec: TokenRecord) -> None:
+        """Record last use (at most once a minute per token) and the first use ever."""
+        token_id = rec.info.id
+        mono = time.monotonic()
+        last = self._touched.get(token_id)
+        if last is not None and mono - last < _TOUCH_EVERY:
+            return
+        self._touched[token_id] = mono
+        if rec.last_used_at is None and last is None:
+            self._audit.record("token.first_use", actor=token_id, token=token_id)
+        self._audit.token_used(token_id, repo.utcnow())

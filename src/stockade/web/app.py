@@ -46,6 +46,7 @@ from stockade.services.runtime import Runtime
 from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
+from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 
 log = logging.getLogger("stockade.web")
@@ -493,14 +494,18 @@ async def health(request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Any:
+    holder: list[Runtime] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
+        holder.append(runtime)
         runtime.start()
         try:
             yield
         finally:
+            holder.clear()
             await runtime.close()
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -539,7 +544,12 @@ def create_app(settings: Settings) -> Any:
         lifespan=lifespan,
         exception_handlers={StockadeError: on_error},
     )
-    return TokenPrefixMiddleware(app)
+    return TokenPrefixMiddleware(FastPages(app, holder))
 
 
 __all__ = ["NotFound", "create_app"]
+
+
+def app_from_env() -> Any:
+    """Factory for ``uvicorn --factory`` (each worker process builds its own app)."""
+    return create_app(Settings.load())
