@@ -97,5 +97,18 @@ def test_index_and_token_commands(sqlite_server: Server) -> None:
         assert c.get("/pypi/p/simple/").status_code == 200
         srv.cli("index", "create", "later", "--private")
         assert c.get("/pypi/later/simple/").status_code == 200
+        assert anon_status(srv, "later") == 401
+        updated = json.loads(
+            srv.cli("index", "update", "later", "--anonymous-read", "--json").stdout
+        )
+        assert updated["anonymous_read"] is True
+        assert anon_status(srv, "later") == 200
+        srv.cli("index", "update", "later", "--no-anonymous-read")
+        assert anon_status(srv, "later") == 401
     srv.cli("index", "delete", "later", "--yes")
     assert json.loads(srv.cli("index", "list", "--json").stdout)[-1]["name"] != "later"
+
+
+def anon_status(srv: Server, index: str) -> int:
+    with srv.http() as anon:
+        return anon.get(f"/pypi/{index}/simple/").status_code

@@ -98,6 +98,11 @@ def test_upstream_down_serves_stale_page_and_cached_files(
             never = c.get("/pypi/up/simple/gamma/")
             assert never.status_code == 502
             assert "upstream" in never.text
+            # a failing upstream is not hammered: the failure is remembered for a few seconds
+            asked = len(upstream.upstream.requests)
+            for _ in range(5):
+                assert c.get("/pypi/up/simple/gamma/").status_code == 502
+            assert len(upstream.upstream.requests) == asked
 
 
 def test_revalidation_is_conditional(tmp_path: Path, upstream: UpstreamSet) -> None:

@@ -105,6 +105,34 @@ def show(name: str, json: bool = JsonOpt) -> None:
         typer.echo(f"{'simple_url':15} /pypi/{info.name}/simple/")
 
 
+@app.command("update")
+def update(
+    name: str,
+    anonymous_read: bool = typer.Option(
+        None, "--anonymous-read/--no-anonymous-read", help="Allow reading without a token."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Change an index's settings."""
+
+    async def go(r: Runtime) -> IndexInfo:
+        if anonymous_read is not None:
+            await r.indexes.set_anonymous_read(name, anonymous_read)
+            r.audit.record("index.update", index=name, anonymous_read=anonymous_read, via="cli")
+            await r.audit.flush()
+            r.changed()
+        return await r.indexes.get(name)
+
+    try:
+        info = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(info.as_dict())
+    else:
+        typer.echo(f"index {name!r}: anonymous read {'on' if info.anonymous_read else 'off'}")
+
+
 @app.command("delete")
 def delete(
     name: str,

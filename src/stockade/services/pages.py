@@ -30,6 +30,7 @@ from stockade.types import IndexKind, NormalizedName
 
 log = logging.getLogger("stockade.pages")
 STALE_RETRY = 30.0  # seconds before a failed upstream is tried again for a stale page
+FAIL_RETRY = 5.0  # seconds a failure (with nothing cached) is answered without asking again
 MAX_DEPTH = 8
 
 
@@ -81,12 +82,14 @@ class PageService:
         self._audit = audit
         self._cache: dict[tuple[str, str], ServedPage | None] = {}
         self._neg_until: dict[tuple[str, str], float] = {}
+        self._failed: dict[tuple[str, str], tuple[float, UpstreamError]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[ServedPage | None]] = {}
 
     def clear(self, index: str | None = None) -> None:
         if index is None:
             self._cache.clear()
             self._neg_until.clear()
+            self._failed.clear()
             return
         for key in [k for k in self._cache if k[0] == index]:
             del self._cache[key]
@@ -134,6 +137,9 @@ class PageService:
         if index.kind is IndexKind.PRIVATE:
             served = await self._private(index, project)
         elif index.kind is IndexKind.MIRROR:
+            failed = self._failed.get(key)
+            if failed is not None and failed[0] > now:
+                raise failed[1]  # the upstream failed moments ago: do not hammer it
             task = self._inflight.get(key)
             if task is None:
                 task = asyncio.create_task(self._mirror(index, project, cached))
@@ -200,9 +206,9 @@ class PageService:
                 served = self._mirror_served(index, up, rec.data, STALE_RETRY)
                 served.stale = exc.message
                 return served
-            if isinstance(exc, UpstreamError):
-                raise
-            raise UpstreamError(exc.message, exc.hint) from exc
+            err = exc if isinstance(exc, UpstreamError) else UpstreamError(exc.message, exc.hint)
+            self._failed[(index.name, project)] = (time.monotonic() + FAIL_RETRY, err)
+            raise err from exc
         async with self._sessions() as s, s.begin():
             if got.status == "not_found":
                 await repo.upsert_page(
