@@ -500,8 +500,7 @@ def test_add_files_publishes_new_version(tree: Tree, tmp_path: Path) -> None:
 
 def test_uv_installs_from_upstream_index(tree: Tree, upstream: Upstream, tmp_path: Path) -> None:
     uv = Path(sys.executable).parent / "uv"
-    if not uv.exists():
-        pytest.skip("uv not installed in the venv")
+    assert uv.exists(), "uv is a dev dependency: run `make venv`"
     env = _pip_env()
     env.update(UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp_path / "uv-cache"), UV_OFFLINE="0")
     env.pop("UV_INDEX_URL", None)

@@ -59,103 +59,94 @@ class UploadService:
     ) -> FileInfo:
         """Validate the upload held in ``writer`` and store it; the writer is always finished."""
         try:
-            return await self._accept(index, form, writer, actor=actor, md5=md5, blake2=blake2)
+            if index.kind is not IndexKind.PRIVATE:
+                raise InvalidRequest(
+                    f"index {index.name!r} is a {index.kind.value} index; "
+                    "uploads go to private ones",
+                    "upload to a private member, e.g. --repository-url …/pypi/<private>/",
+                )
+            sha = writer.hexdigest()
+            for field, given, actual in (
+                ("sha256_digest", form.sha256_digest, sha),
+                ("md5_digest", form.md5_digest, md5),
+                ("blake2_256_digest", form.blake2_256_digest, blake2),
+            ):
+                if given and given.strip().lower() != actual:
+                    raise UploadRejected(
+                        f"{field} {given[:16]}… does not match the received file ({actual[:16]}…)",
+                        "the upload was corrupted in transit; retry",
+                    )
+            if writer.size == 0:
+                raise UploadRejected("the uploaded file is empty")
+            async with self._sessions() as s:
+                if await repo.get_file(s, index.id, form.filename):
+                    raise self._exists(index, form.filename)
+            meta = await anyio.to_thread.run_sync(
+                lambda: validate_distribution(
+                    writer.path,
+                    form.filename,
+                    limits=self._limits,
+                    expected_name=form.name,
+                    expected_version=form.version,
+                )
+            )
+            metadata_sha = (
+                hashlib.sha256(meta.metadata).hexdigest()
+                if meta.packagetype == "bdist_wheel"
+                else None
+            )
+            size = writer.size
+            # The row is inserted first, inside the transaction: the unique constraint decides a
+            # race between concurrent uploads of one filename before any byte is stored, and the
+            # bytes are stored before the row becomes visible. A loser stores nothing.
+            stored: list[str] = []
+            try:
+                async with self._sessions() as s, s.begin():
+                    try:
+                        info = await repo.insert_file(
+                            s,
+                            index_id=index.id,
+                            project=meta.name,
+                            display_name=meta.display_name,
+                            version=meta.version,
+                            filename=form.filename,
+                            packagetype=meta.packagetype,
+                            sha256=sha,
+                            size=size,
+                            requires_python=meta.requires_python,
+                            metadata_sha256=metadata_sha,
+                            yanked=False,
+                            upload_time=repo.utcnow(),
+                            uploaded_by=actor,
+                        )
+                    except DBIntegrityError as exc:
+                        raise self._exists(index, form.filename) from exc
+                    if metadata_sha is not None and not self._store.exists(metadata_sha):
+                        self._store.put_bytes(meta.metadata)
+                        stored.append(metadata_sha)
+                    if not self._store.exists(sha):
+                        writer.commit(sha)
+                        stored.append(sha)
+            except DBIntegrityError as exc:  # lost the race at commit time (PostgreSQL)
+                await self._discard(stored)
+                raise self._exists(index, form.filename) from exc
+            except BaseException:
+                await self._discard(stored)
+                raise
+            self._pages.clear()
+            self._audit.record(
+                "upload",
+                actor=actor,
+                index=index.name,
+                project=meta.name,
+                filename=form.filename,
+                sha256=sha,
+                size=size,
+                version=meta.version,
+            )
+            return info
         finally:
             writer.abort()  # no-op once committed
-
-    async def _accept(
-        self,
-        index: IndexInfo,
-        form: UploadForm,
-        writer: BlobWriter,
-        *,
-        actor: str | None,
-        md5: str,
-        blake2: str,
-    ) -> FileInfo:
-        if index.kind is not IndexKind.PRIVATE:
-            raise InvalidRequest(
-                f"index {index.name!r} is a {index.kind.value} index; uploads go to private ones",
-                "upload to a private member, e.g. --repository-url …/pypi/<private>/",
-            )
-        sha = writer.hexdigest()
-        for field, given, actual in (
-            ("sha256_digest", form.sha256_digest, sha),
-            ("md5_digest", form.md5_digest, md5),
-            ("blake2_256_digest", form.blake2_256_digest, blake2),
-        ):
-            if given and given.strip().lower() != actual:
-                raise UploadRejected(
-                    f"{field} {given[:16]}… does not match the received file ({actual[:16]}…)",
-                    "the upload was corrupted in transit; retry",
-                )
-        if writer.size == 0:
-            raise UploadRejected("the uploaded file is empty")
-        async with self._sessions() as s:
-            if await repo.get_file(s, index.id, form.filename):
-                raise self._exists(index, form.filename)
-        meta = await anyio.to_thread.run_sync(
-            lambda: validate_distribution(
-                writer.path,
-                form.filename,
-                limits=self._limits,
-                expected_name=form.name,
-                expected_version=form.version,
-            )
-        )
-        metadata_sha = (
-            hashlib.sha256(meta.metadata).hexdigest() if meta.packagetype == "bdist_wheel" else None
-        )
-        size = writer.size
-        # The row is inserted first, inside the transaction: the unique constraint decides a race
-        # between concurrent uploads of one filename before any byte is stored, and the bytes are
-        # stored before the row becomes visible. A loser stores nothing.
-        stored: list[str] = []
-        try:
-            async with self._sessions() as s, s.begin():
-                try:
-                    info = await repo.insert_file(
-                        s,
-                        index_id=index.id,
-                        project=meta.name,
-                        display_name=meta.display_name,
-                        version=meta.version,
-                        filename=form.filename,
-                        packagetype=meta.packagetype,
-                        sha256=sha,
-                        size=size,
-                        requires_python=meta.requires_python,
-                        metadata_sha256=metadata_sha,
-                        yanked=False,
-                        upload_time=repo.utcnow(),
-                        uploaded_by=actor,
-                    )
-                except DBIntegrityError as exc:
-                    raise self._exists(index, form.filename) from exc
-                if metadata_sha is not None and not self._store.exists(metadata_sha):
-                    self._store.put_bytes(meta.metadata)
-                    stored.append(metadata_sha)
-                if not self._store.exists(sha):
-                    writer.commit(sha)
-                    stored.append(sha)
-        except DBIntegrityError as exc:  # lost the race at commit time (PostgreSQL)
-            await self._discard(stored)
-            raise self._exists(index, form.filename) from exc
-        except BaseException:
-            await self._discard(stored)
-            raise
-        self._pages.clear()
-        self._audit.record(
-            "upload",
-            actor=actor,
-            index=index.name,
-            project=meta.name,
-            filename=form.filename,
-            sha256=sha,
-            size=size,
-            version=meta.version,
-        )
-        return info
 
     async def yank(
         self,
