@@ -110,6 +110,7 @@ class Server:
     admin_token: str = ""
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    workers: int = 1
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
@@ -147,7 +148,16 @@ class Server:
         env = dict(self.env, STOCKADE_READY_FILE=str(ready))
         self.log_path = self.home / "server.log"
         self.proc = subprocess.Popen(
-            [STOCKADE, "serve", "--host", "127.0.0.1", "--port", "0"],
+            [
+                STOCKADE,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--workers",
+                str(self.workers),
+            ],
             env=env,
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
@@ -170,7 +180,7 @@ class Server:
         self.proc = None
 
 
-def make_server(home: Path, db_url: str, **settings: Any) -> Server:
+def make_server(home: Path, db_url: str, workers: int = 1, **settings: Any) -> Server:
     home.mkdir(parents=True, exist_ok=True)
     env = client_env(
         STOCKADE_HOME=str(home),
@@ -178,7 +188,7 @@ def make_server(home: Path, db_url: str, **settings: Any) -> Server:
         STOCKADE_PAGE_TTL=str(settings.pop("page_ttl", 600)),
         **{f"STOCKADE_{k.upper()}": str(v) for k, v in settings.items()},
     )
-    srv = Server(home=home, db_url=db_url, env=env)
+    srv = Server(home=home, db_url=db_url, env=env, workers=workers)
     out = srv.cli("init", "--no-default-indexes").stdout
     srv.admin_token = out.strip().splitlines()[-1]
     srv.start()

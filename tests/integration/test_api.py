@@ -114,3 +114,35 @@ def test_fast_path_answers_exactly_like_the_routes(sqlite_server: Server, tmp_pa
     srv.cli("token", "revoke", reader.split("_")[1])
     with srv.http(reader) as c:
         assert c.get("/pypi/p/simple/thing/").status_code == 401  # revoked, even when warm
+
+
+def test_several_workers_see_uploads_and_revocations_at_once(tmp_path: Path, db_url: str) -> None:
+    """With --workers 2 each process has its own caches; changes must reach both at once."""
+    from tests.conftest import make_server
+
+    srv = make_server(tmp_path / "h", db_url, workers=2)
+    try:
+        srv.cli("index", "create", "p", "--private")
+        reader = srv.token("p")
+        for version in ("1.0", "2.0"):
+            wheel = build_wheel(tmp_path, "multi", version)
+            # warm both workers' caches (new connections spread over the processes)
+            for _ in range(8):
+                with srv.http(reader) as c:
+                    c.get("/pypi/p/simple/multi/")
+            with srv.http(srv.admin_token) as c:
+                r = c.post(
+                    "/pypi/p/",
+                    data={":action": "file_upload"},
+                    files={"content": (wheel.name, wheel.read_bytes())},
+                )
+                assert r.status_code == 200, r.text
+            for _ in range(8):
+                with srv.http(reader) as c:
+                    assert wheel.name in c.get("/pypi/p/simple/multi/").text
+        srv.cli("token", "revoke", reader.split("_")[1])
+        for _ in range(8):
+            with srv.http(reader) as c:
+                assert c.get("/pypi/p/simple/multi/").status_code == 401
+    finally:
+        srv.stop()

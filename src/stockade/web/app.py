@@ -319,6 +319,7 @@ async def upload(request: Request) -> Response:
                 md5=d["md5"],
                 blake2=d["blake2"],
             )
+            runtime.changed()  # other workers drop their cached pages of this index
         except StockadeError as exc:
             runtime.audit.record(
                 "upload",
