@@ -111,3 +111,25 @@ def test_upload_limits_come_from_archive_limits(tmp_path: Path, db_url: str) -> 
             await rt.close()
 
     asyncio.run(scenario())
+
+
+def test_page_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests for many distinct (even non-existent) names must not grow memory without end."""
+    from stockade.services import pages
+
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(db_url)
+    monkeypatch.setattr(pages, "MAX_ENTRIES", 50)
+
+    async def scenario() -> None:
+        rt = Runtime(settings(tmp_path, db_url))
+        try:
+            priv = await rt.indexes.create("p", IndexKind.PRIVATE)
+            for i in range(200):
+                with pytest.raises(NotFound):
+                    await rt.pages.project_page(priv, canonicalize_name(f"missing-{i}"))
+            assert len(rt.pages._cache) <= 50
+        finally:
+            await rt.close()
+
+    asyncio.run(scenario())

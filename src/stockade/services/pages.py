@@ -31,6 +31,7 @@ from stockade.types import IndexKind, NormalizedName
 log = logging.getLogger("stockade.pages")
 STALE_RETRY = 30.0  # seconds before a failed upstream is tried again for a stale page
 FAIL_RETRY = 5.0  # seconds a failure (with nothing cached) is answered without asking again
+MAX_ENTRIES = 50_000  # pages (and remembered misses) kept per process; oldest go first
 MAX_DEPTH = 8
 
 
@@ -142,17 +143,27 @@ class PageService:
                 raise failed[1]  # the upstream failed moments ago: do not hammer it
             task = self._inflight.get(key)
             if task is None:
-                task = asyncio.create_task(self._mirror(index, project, cached))
+                task = asyncio.create_task(self._mirror(index, project))
                 self._inflight[key] = task
                 task.add_done_callback(lambda _t: self._inflight.pop(key, None))
             served = await asyncio.shield(task)
         else:
             served = await self._virtual(index, project, depth)
-        self._cache[key] = served
+        self._remember(key, served)
         if served is None:
             ttl = self._settings.page_ttl if index.kind is not IndexKind.PRIVATE else 3600.0
             self._neg_until[key] = now + min(ttl, 60.0)
         return served
+
+    def _remember(self, key: tuple[str, str], served: ServedPage | None) -> None:
+        self._cache.pop(key, None)
+        self._cache[key] = served
+        if len(self._cache) > MAX_ENTRIES:
+            for old in list(self._cache)[: MAX_ENTRIES // 10]:
+                del self._cache[old]
+                self._neg_until.pop(old, None)
+        if len(self._failed) > MAX_ENTRIES:
+            self._failed.clear()
 
     async def _private(self, index: IndexInfo, project: NormalizedName) -> ServedPage | None:
         async with self._sessions() as s:
@@ -177,9 +188,7 @@ class PageService:
         page = ProjectPage(name=project, files=entries)
         return ServedPage(page, IndexKind.PRIVATE, float("inf"))
 
-    async def _mirror(
-        self, index: IndexInfo, project: NormalizedName, previous: ServedPage | None
-    ) -> ServedPage | None:
+    async def _mirror(self, index: IndexInfo, project: NormalizedName) -> ServedPage | None:
         ttl = float(self._settings.page_ttl)
         up = self.upstream(index)
         async with self._sessions() as s:
