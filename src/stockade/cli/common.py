@@ -21,6 +21,8 @@ from stockade.settings import Settings
 
 T = TypeVar("T")
 out = Console(soft_wrap=True)
+if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+    out.width = 240
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from stockade import __version__
-from stockade.cli import index_cmd, package_cmd, server_cmd, token_cmd
+from stockade.cli import index_cmd, package_cmd, scan_cmd, server_cmd, token_cmd, vuln_cmd
 from stockade.cli.common import fail
 from stockade.errors import StockadeError
 
@@ -25,6 +25,9 @@ app.add_typer(server_cmd.db_app, name="db")
 app.add_typer(server_cmd.audit_app, name="audit")
 app.command("init")(server_cmd.init)
 app.command("serve")(server_cmd.serve)
+app.add_typer(vuln_cmd.db_app, name="vulndb")
+app.add_typer(vuln_cmd.app, name="vuln")
+app.command("scan")(scan_cmd.scan)
 
 
 @app.command("version")

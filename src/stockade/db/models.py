@@ -113,3 +113,67 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
     client: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+
+class AdvisoryRow(Base):
+    """One OSV advisory, from the feed or added by an admin (source "local")."""
+
+    __tablename__ = "advisories"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # "feed" | "local"
+    summary: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[str | None] = mapped_column(Text)
+    published: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    modified: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    withdrawn: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    severity_score: Mapped[float | None] = mapped_column()
+    severity_rating: Mapped[str | None] = mapped_column(String(16))
+    severity_vector: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the record's bytes
+    raw: Mapped[str] = mapped_column(Text)  # the OSV record as JSON
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdvisoryAliasRow(Base):
+    __tablename__ = "advisory_aliases"
+    __table_args__ = (Index("ix_alias", "alias"),)
+
+    advisory_id: Mapped[str] = mapped_column(
+        ForeignKey("advisories.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class AdvisoryPackageRow(Base):
+    """One ``affected[]`` entry: the lookup key of every version query."""
+
+    __tablename__ = "advisory_packages"
+    __table_args__ = (Index("ix_advpkg_lookup", "ecosystem", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advisory_id: Mapped[str] = mapped_column(ForeignKey("advisories.id", ondelete="CASCADE"))
+    ecosystem: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    data: Mapped[str] = mapped_column(Text)  # JSON: ranges, versions, purl
+
+
+class CurationRow(Base):
+    """An expert's decision about an advisory for a package; append-only history."""
+
+    __tablename__ = "curations"
+    __table_args__ = (Index("ix_curation_key", "advisory_id", "ecosystem", "package"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advisory_id: Mapped[str] = mapped_column(String(128))
+    ecosystem: Mapped[str] = mapped_column(String(32))
+    package: Mapped[str] = mapped_column(String(255))
+    versions: Mapped[str | None] = mapped_column(Text)  # specifier set; None = every version
+    status: Mapped[str] = mapped_column(String(32))  # affected|not_affected|…|feed (= withdrawn)
+    justification: Mapped[str | None] = mapped_column(String(64))
+    severity_score: Mapped[float | None] = mapped_column()
+    severity_rating: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -19,6 +19,7 @@ from stockade.services.invalidation import FileInvalidation
 from stockade.services.pages import PageService
 from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
+from stockade.services.vulndb import VulnDB
 from stockade.settings import Settings
 
 
@@ -45,6 +46,7 @@ class Runtime:
             settings, self.sessions, self.store, self.indexes, self.pages, self.audit, self.http
         )
         self.uploads = UploadService(self.sessions, self.store, self.pages, self.audit)
+        self.vulns = VulnDB(self.sessions)
 
     def _upstream(self, url: str) -> UpstreamIndex:
         return UpstreamIndex(self.http, url, self.settings.max_page_size)
@@ -61,6 +63,7 @@ class Runtime:
         self.indexes.clear()
         self.tokens.clear()
         self.pages.clear()
+        self.vulns.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""

@@ -1,0 +1,335 @@
+"""``stockade vulndb import|sync`` and ``stockade vuln show|list|query|curate|history|add``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stockade.cli.common import JsonOpt, err, fail, out, print_json, print_table, run
+from stockade.errors import StockadeError, UpstreamUnavailable
+from stockade.services.runtime import Runtime
+from stockade.services.vulndb import JUSTIFICATIONS, RATINGS, STATUSES, Curation, ImportReport
+
+DEFAULT_SYNC_URL = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
+
+db_app = typer.Typer(help="Load the vulnerability database (OSV).", no_args_is_help=True)
+app = typer.Typer(help="Query and curate vulnerabilities.", no_args_is_help=True)
+
+
+def _import(path: Path, json: bool) -> ImportReport:
+    async def go(r: Runtime) -> ImportReport:
+        if json or not err.is_terminal:
+            report = await r.vulns.import_path(path)
+        else:
+            with Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("import", total=None)
+                report = await r.vulns.import_path(
+                    path, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+        r.audit.record(
+            "vulndb.import",
+            source=str(path),
+            **{k: v for k, v in report.as_dict().items() if k != "skipped"},
+        )
+        await r.audit.flush()
+        r.changed()
+        return report
+
+    return run(go)
+
+
+def _print_report(report: ImportReport, json: bool) -> None:
+    if json:
+        print_json(report.as_dict())
+        return
+    for source, reason in report.skipped:
+        err.print(f"skipped {source}: {reason}", markup=False, highlight=False)
+    typer.echo(
+        f"{report.total} records: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.skipped)} skipped "
+        f"({report.withdrawn} withdrawn) in {report.seconds:.1f}s"
+    )
+
+
+@db_app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="Directory of OSV records (JSON/YAML) or an OSV zip."),
+    json: bool = JsonOpt,
+) -> None:
+    """Import OSV advisories. Re-running with the same data changes nothing."""
+    try:
+        report = _import(path, json)
+    except StockadeError as exc:
+        fail(exc)
+    _print_report(report, json)
+
+
+@db_app.command("sync")
+def sync(
+    url: str = typer.Option(None, "--url", help=f"OSV export zip (default {DEFAULT_SYNC_URL})."),
+    json: bool = JsonOpt,
+) -> None:
+    """Download the OSV export and import it (incremental)."""
+    import httpx
+
+    from stockade.adapters.http import tls_context
+    from stockade.settings import Settings
+
+    s = Settings.load()
+    src = url or s.extra.get("vulndb_url") or DEFAULT_SYNC_URL
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "osv.zip"
+            try:
+                with httpx.stream(
+                    "GET", src, timeout=120, verify=tls_context(s.ca_bundle), follow_redirects=True
+                ) as resp:
+                    if resp.status_code != 200:
+                        raise UpstreamUnavailable(f"{src} answered {resp.status_code}")
+                    with dest.open("wb") as f:
+                        for chunk in resp.iter_bytes(1024 * 1024):
+                            f.write(chunk)
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailable(
+                    f"cannot download {src}: {exc}", "check the URL and the network, or --url"
+                ) from exc
+            report = _import(dest, json)
+    except StockadeError as exc:
+        fail(exc)
+    _print_report(report, json)
+
+
+@app.command("show")
+def show(
+    ident: str = typer.Argument(..., help="Advisory id or alias (CVE-…, GHSA-…)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Show one advisory with its affected packages and curation history."""
+    try:
+        data = run(lambda r: r.vulns.show(ident))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(data)
+        return
+    sev = data["severity"]
+    out.print(f"[bold]{data['id']}[/bold]  {', '.join(data['aliases'])}", highlight=False)
+    if data["withdrawn"]:
+        out.print(f"[yellow]withdrawn {data['withdrawn']}[/yellow]")
+    out.print(
+        f"severity: {sev['rating'] or 'unknown'} {sev['score'] or ''} {sev['vector'] or ''}",
+        markup=False,
+        highlight=False,
+    )
+    out.print(data["summary"] or (data["details"] or "")[:300], markup=False, highlight=False)
+    for a in data["affected"]:
+        fixed = ", ".join(a["fixed"]) or "no fix"
+        out.print(
+            f"  {a['ecosystem']}/{a['name']}: fixed in {fixed}", markup=False, highlight=False
+        )
+    for c in data["curation_history"]:
+        out.print(
+            f"  curated {c['created_at']} by {c['author'] or '?'}: {c['package']} "
+            f"{c['versions'] or '(all versions)'} → {c['status']} "
+            f"{c['justification'] or ''} {c['reason'] or ''} {c['note'] or ''}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command("list")
+def list_(
+    package: str = typer.Option(None, "--package", help="Only advisories naming this package."),
+    ecosystem: str = typer.Option("PyPI", "--ecosystem"),
+    limit: int = typer.Option(100, "--limit"),
+    json: bool = JsonOpt,
+) -> None:
+    """List advisories, newest first."""
+    try:
+        rows = run(
+            lambda r: r.vulns.list_advisories(package=package, ecosystem=ecosystem, limit=limit)
+        )
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(rows)
+        return
+    print_table(
+        "Advisories",
+        ["id", "aliases", "severity", "modified", "summary"],
+        [
+            [
+                r["id"],
+                ", ".join(r["aliases"][:3]),
+                r["severity"] or "?",
+                r["modified"][:10],
+                (r["summary"] or "")[:70],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command("query")
+def query(
+    name: str,
+    version: str,
+    ecosystem: str = typer.Option("PyPI", "--ecosystem", help="PyPI or conda."),
+    json: bool = JsonOpt,
+) -> None:
+    """Which advisories affect NAME VERSION (with curation applied)."""
+    try:
+        findings = run(lambda r: r.vulns.query(ecosystem, name, version))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json([f.as_dict() for f in findings])
+        return
+    if not findings:
+        typer.echo(f"no known vulnerabilities for {name} {version}")
+        return
+    print_table(
+        f"{name} {version}",
+        ["id", "aliases", "severity", "fixed in", "status", "decided by"],
+        [
+            [
+                f.id,
+                ", ".join(f.aliases[:2]),
+                f.severity or "?",
+                ", ".join(f.fixed_versions) or "-",
+                f.status,
+                f.decided_by,
+            ]
+            for f in findings
+        ],
+    )
+
+
+@app.command("curate")
+def curate(
+    ident: str = typer.Argument(..., help="Advisory id or alias."),
+    package: str = typer.Option(..., "--package", help="Package the decision is about."),
+    ecosystem: str = typer.Option("PyPI", "--ecosystem"),
+    versions: str = typer.Option(
+        None, "--versions", help="Only these versions (PEP 440 specifier, e.g. '>=2,<3')."
+    ),
+    status: str = typer.Option(
+        None, "--status", help=" | ".join(STATUSES[:-1]) + " | feed (back to the feed's verdict)"
+    ),
+    justification: str = typer.Option(
+        None, "--justification", help="VEX justification: " + ", ".join(JUSTIFICATIONS)
+    ),
+    severity: str = typer.Option(None, "--severity", help="Override: " + ", ".join(RATINGS)),
+    score: float = typer.Option(None, "--score", help="Override the CVSS base score."),
+    reason: str = typer.Option(None, "--reason", help="Why (required for overrides)."),
+    note: str = typer.Option(None, "--note"),
+    author: str = typer.Option(None, "--author", help="Who decides (default: $USER)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Record an expert decision; history is kept, nothing is overwritten."""
+    import os
+
+    async def go(r: Runtime) -> Curation:
+        c = await r.vulns.curate(
+            ident,
+            package=package,
+            ecosystem=ecosystem,
+            versions=versions,
+            status=status,
+            justification=justification,
+            severity=severity,
+            score=score,
+            reason=reason,
+            note=note,
+            author=author or os.environ.get("USER"),
+        )
+        r.audit.record(
+            "vuln.curate",
+            actor=c.author,
+            project=c.package,
+            advisory=c.advisory_id,
+            status=c.status,
+            versions=c.versions,
+            justification=c.justification,
+            reason=c.reason,
+        )
+        await r.audit.flush()
+        r.changed()
+        return c
+
+    try:
+        c = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(c.as_dict())
+    else:
+        typer.echo(
+            f"{c.advisory_id} for {c.package} {c.versions or '(all versions)'}: "
+            f"{c.status}" + (f" ({c.justification})" if c.justification else "")
+        )
+
+
+@app.command("history")
+def history(
+    ident: str, package: str = typer.Option(None, "--package"), json: bool = JsonOpt
+) -> None:
+    """Every curation of an advisory, oldest first."""
+    try:
+        items = run(lambda r: r.vulns.history(ident, package))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json([c.as_dict() for c in items])
+        return
+    print_table(
+        f"Curation history of {ident}",
+        ["at", "author", "package", "versions", "status", "justification", "reason", "note"],
+        [
+            [
+                c.created_at.isoformat()[:19],
+                c.author,
+                c.package,
+                c.versions or "all",
+                c.status,
+                c.justification,
+                c.reason,
+                c.note,
+            ]
+            for c in items
+        ],
+    )
+
+
+@app.command("add")
+def add(
+    path: Path = typer.Argument(..., help="OSV record(s) you wrote (JSON/YAML, file or dir)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Add your own advisories (internal packages, gaps in the feed)."""
+
+    async def go(r: Runtime) -> list[str]:
+        ids = await r.vulns.add_local(path)
+        r.audit.record("vuln.add", advisories=ids)
+        await r.audit.flush()
+        r.changed()
+        return ids
+
+    try:
+        ids = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json({"added": ids})
+    else:
+        typer.echo(f"added {len(ids)} advisory(ies): {', '.join(ids)}")

@@ -1,0 +1,244 @@
+"""The vulnerability database on SQLite and PostgreSQL: import, query, curation, scan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stockade.db.engine import upgrade
+from stockade.services.runtime import Runtime
+from stockade.settings import Settings
+from tests.conftest import STOCKADE, client_env
+
+PYPA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pypa-advisory-db"
+
+
+def record(ident: str, package: str, events: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": ident,
+        "modified": "2024-01-01T00:00:00Z",
+        "published": "2023-12-01T00:00:00Z",
+        "summary": f"{ident} summary",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": package},
+                "ranges": [{"type": "ECOSYSTEM", "events": events}],
+            }
+        ],
+    }
+    rec.update(extra)
+    return rec
+
+
+def write_feed(root: Path, records: list[dict[str, Any]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        (root / f"{rec['id']}.json").write_text(json.dumps(rec))
+    return root
+
+
+FEED = [
+    record(
+        "TEST-1",
+        "Alpha_Pkg",
+        [{"introduced": "0"}, {"fixed": "1.5"}],
+        aliases=["CVE-2024-0001", "GHSA-aaaa-bbbb-cccc"],
+        severity=[{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+    ),
+    record("TEST-2", "alpha-pkg", [{"introduced": "2.0"}, {"last_affected": "2.3"}]),
+    record(
+        "TEST-3",
+        "beta",
+        [{"introduced": "1.0"}, {"fixed": "1.1"}, {"introduced": "3.0"}, {"fixed": "3.2"}],
+    ),
+    record("TEST-4", "beta", [{"introduced": "0"}], withdrawn="2024-02-01T00:00:00Z"),
+]
+
+
+def runtime(tmp_path: Path, db_url: str) -> Runtime:
+    upgrade(db_url)
+    return Runtime(Settings.load(home=tmp_path / "home", database_url=db_url))
+
+
+def test_import_query_curate_round_trip(tmp_path: Path, db_url: str) -> None:
+    feed = write_feed(tmp_path / "feed", FEED)
+    (feed / "broken.json").write_text("{not json")
+    (feed / "no-id.json").write_text(json.dumps({"affected": []}))
+    (feed / "LICENSE").write_text("not a record")
+
+    async def scenario() -> None:
+        rt = runtime(tmp_path, db_url)
+        try:
+            rep = await rt.vulns.import_path(feed)
+            assert (rep.added, rep.updated, rep.unchanged, rep.withdrawn) == (4, 0, 0, 1)
+            assert sorted(s for s, _ in rep.skipped) == ["broken.json", "no-id.json"]
+            again = await rt.vulns.import_path(feed)
+            assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
+
+            async def ids(name: str, version: str) -> list[str]:
+                return [f.id for f in await rt.vulns.query("PyPI", name, version)]
+
+            assert await ids("alpha-pkg", "1.0") == ["TEST-1"]
+            assert await ids("Alpha.Pkg", "1.4.9") == ["TEST-1"]  # PEP 503 name
+            assert await ids("alpha-pkg", "1.5") == []
+            assert await ids("alpha-pkg", "2.3") == ["TEST-2"]  # last_affected is inclusive
+            assert await ids("alpha-pkg", "2.3.1") == []
+            assert await ids("beta", "1.0.5") == ["TEST-3"]
+            assert await ids("beta", "2.0") == []  # between the two ranges
+            assert await ids("beta", "3.1") == ["TEST-3"]
+            assert await ids("beta", "0.1") == []  # TEST-4 is withdrawn
+            [f] = await rt.vulns.query("PyPI", "alpha-pkg", "1.0")
+            assert f.aliases == ("CVE-2024-0001", "GHSA-aaaa-bbbb-cccc")
+            assert (f.severity, f.score, f.fixed_versions) == ("critical", 9.8, ("1.5",))
+            assert (f.status, f.decided_by) == ("affected", "feed")
+            assert (await rt.vulns.show("CVE-2024-0001"))["id"] == "TEST-1"  # alias lookup
+
+            # a changed record updates; the change is visible at once
+            changed = [
+                dict(
+                    FEED[0],
+                    modified="2024-03-01T00:00:00Z",
+                    affected=[
+                        {
+                            "package": {"ecosystem": "PyPI", "name": "alpha-pkg"},
+                            "ranges": [
+                                {
+                                    "type": "ECOSYSTEM",
+                                    "events": [{"introduced": "0"}, {"fixed": "1.2"}],
+                                }
+                            ],
+                        }
+                    ],
+                )
+            ]
+            write_feed(feed, changed)
+            rep = await rt.vulns.import_path(feed)
+            assert (rep.updated, rep.unchanged) == (1, 3)
+            assert await ids("alpha-pkg", "1.3") == []
+
+            # curation flips the verdict for the covered versions only, and keeps history
+            c = await rt.vulns.curate(
+                "TEST-3",
+                package="beta",
+                versions=">=3.0",
+                status="not_affected",
+                justification="vulnerable_code_not_in_execute_path",
+                reason="we never call the parser",
+                author="alice",
+            )
+            [f3] = await rt.vulns.query("PyPI", "beta", "3.1")
+            assert (f3.status, f3.decided_by, f3.curation) == ("not_affected", "curation", c)
+            assert not f3.counts
+            [f1] = await rt.vulns.query("PyPI", "beta", "1.0.5")
+            assert (f1.status, f1.decided_by) == ("affected", "feed")
+            await rt.vulns.curate(
+                "TEST-3", package="beta", severity="low", reason="internal only", author="bob"
+            )
+            [f3] = await rt.vulns.query("PyPI", "beta", "3.1")
+            assert f3.severity == "low"
+            await rt.vulns.curate("TEST-3", package="beta", status="feed", author="carol")
+            [f3] = await rt.vulns.query("PyPI", "beta", "3.1")
+            assert (f3.status, f3.decided_by) == ("affected", "feed")
+            hist = await rt.vulns.history("TEST-3")
+            assert [h.author for h in hist] == ["alice", "bob", "carol"]
+            with pytest.raises(Exception, match="justification"):
+                await rt.vulns.curate("TEST-3", package="beta", status="not_affected")
+            with pytest.raises(Exception, match="does not name"):
+                await rt.vulns.curate("TEST-3", package="gamma", status="affected")
+
+            # many packages at once: one batch of indexed queries
+            many = await rt.vulns.query_many(
+                [("PyPI", f"pkg-{i}", "1.0") for i in range(1000)] + [("PyPI", "beta", "1.0.5")]
+            )
+            assert sum(len(v) for v in many.values()) == 1
+        finally:
+            await rt.close()
+
+    asyncio.run(scenario())
+
+
+def test_zip_import_and_local_advisories(tmp_path: Path, db_url: str) -> None:
+    zpath = tmp_path / "all.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for rec in FEED:
+            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
+    local = write_feed(
+        tmp_path / "local",
+        [record("ACME-2026-1", "acme-internal", [{"introduced": "0"}, {"fixed": "2.0"}])],
+    )
+    clash = write_feed(tmp_path / "clash", [record("TEST-1", "x", [{"introduced": "0"}])])
+
+    async def scenario() -> None:
+        rt = runtime(tmp_path, db_url)
+        try:
+            assert (await rt.vulns.import_path(zpath)).added == 4
+            assert await rt.vulns.add_local(local) == ["ACME-2026-1"]
+            [f] = await rt.vulns.query("PyPI", "acme-internal", "1.0")
+            assert f.id == "ACME-2026-1"
+            with pytest.raises(Exception, match="feed advisory"):
+                await rt.vulns.add_local(clash)
+        finally:
+            await rt.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not PYPA.is_dir(), reason="shared PyPA advisory database not present")
+def test_real_database_and_scan_of_an_old_requirements_file(tmp_path: Path) -> None:
+    """The issue's 'done when': import the PyPA database, scan an old requirements file, curate."""
+    home = tmp_path / "home"
+    env = client_env(STOCKADE_HOME=str(home))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [STOCKADE, *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    assert cli("init", "--no-default-indexes").returncode == 0
+    imp = cli("vulndb", "import", str(PYPA), "--json")
+    assert imp.returncode == 0, imp.stderr
+    report = json.loads(imp.stdout)
+    assert report["added"] > 2500
+    again = json.loads(cli("vulndb", "import", str(PYPA), "--json").stdout)
+    assert again["added"] == again["updated"] == 0
+    req = tmp_path / "requirements.txt"
+    req.write_text("jinja2==2.10\nrequests==2.19.0\nurllib3==1.24.1\nflask>=1.0\n")
+    res = cli("scan", str(req), "--json")
+    assert res.returncode == 1, res.stderr
+    data = json.loads(res.stdout)
+    ids = {(f["package"], f["id"]) for f in data["findings"]}
+    assert ("jinja2", "PYSEC-2019-217") in ids
+    assert ("requests", "PYSEC-2018-28") in ids
+    assert [u["package"] for u in data["unpinned"]] == ["flask"]
+    cur = cli(
+        "vuln",
+        "curate",
+        "PYSEC-2019-217",
+        "--package",
+        "jinja2",
+        "--status",
+        "not_affected",
+        "--justification",
+        "vulnerable_code_not_in_execute_path",
+        "--reason",
+        "no sandboxed templates",
+        "--author",
+        "sec-team",
+    )
+    assert cur.returncode == 0, cur.stderr
+    data = json.loads(cli("scan", str(req), "--json").stdout)
+    jinja = next(f for f in data["findings"] if f["id"] == "PYSEC-2019-217")
+    assert (jinja["status"], jinja["decided_by"]) == ("not_affected", "curation")
+    assert jinja["curation"]["reason"] == "no sandboxed templates"
+    table = cli("scan", str(req))
+    assert "no sandboxed templates" in table.stdout
+    clean = tmp_path / "clean.txt"
+    clean.write_text("jinja2==3.1.4\n")
+    assert cli("scan", str(clean)).returncode == 0
+    assert cli("scan", str(tmp_path / "missing.txt")).returncode == 2
