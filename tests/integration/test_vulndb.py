@@ -242,3 +242,72 @@ def test_real_database_and_scan_of_an_old_requirements_file(tmp_path: Path) -> N
     clean.write_text("jinja2==3.1.4\n")
     assert cli("scan", str(clean)).returncode == 0
     assert cli("scan", str(tmp_path / "missing.txt")).returncode == 2
+
+
+def test_vuln_api_and_sync_from_a_local_export(server: Any, tmp_path: Path) -> None:
+    """REST API on both databases; `vulndb sync` fetching a zip served from 127.0.0.1."""
+    import http.server
+    import threading
+
+    import httpx
+
+    export = tmp_path / "export"
+    export.mkdir()
+    with zipfile.ZipFile(export / "all.zip", "w") as zf:
+        for rec in FEED:
+            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(export), **k
+    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/all.zip"
+        synced = json.loads(server.cli("vulndb", "sync", "--url", url, "--json").stdout)
+        assert synced["added"] == 4
+        bad = server.cli("vulndb", "sync", "--url", url + ".missing", check=False)
+        assert bad.returncode == 1
+        assert "404" in bad.stderr
+    finally:
+        httpd.shutdown()
+    server.cli("index", "create", "p", "--private")
+    reader = server.token("p")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {reader}"}) as c:
+        assert c.get("/api/v1/vulns", params={"package": "beta"}).status_code == 200
+        assert c.get("/api/v1/vulns/GHSA-aaaa-bbbb-cccc").json()["id"] == "TEST-1"
+        q = c.get("/api/v1/vulns/query", params={"name": "alpha-pkg", "version": "1.0"}).json()
+        assert [f["id"] for f in q] == ["TEST-1"]
+        denied = c.post(
+            "/api/v1/vulns/TEST-1/curations", json={"package": "alpha-pkg", "status": "fixed"}
+        )
+        assert denied.status_code == 403
+        scan = c.post(
+            "/api/v1/scan",
+            params={"filename": "requirements.txt"},
+            content=b"alpha-pkg==1.0\nbeta==3.1\nunpinned-thing>=1\n",
+        ).json()
+        assert sorted(f["id"] for f in scan["findings"]) == ["TEST-1", "TEST-3"]
+        assert [u["package"] for u in scan["unpinned"]] == ["unpinned-thing"]
+        sneaky = c.post("/api/v1/scan", content=b"-r /etc/passwd\n")
+        assert sneaky.status_code == 400
+        assert "include" in sneaky.json()["error"]
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}
+    ) as c:
+        cur = c.post(
+            "/api/v1/vulns/TEST-1/curations",
+            json={
+                "package": "alpha-pkg",
+                "status": "not_affected",
+                "justification": "component_not_present",
+                "reason": "not shipped",
+            },
+        )
+        assert cur.status_code == 201, cur.text
+        q = c.get("/api/v1/vulns/query", params={"name": "alpha-pkg", "version": "1.0"}).json()
+        assert (q[0]["status"], q[0]["decided_by"]) == ("not_affected", "curation")
+        bad = c.post(
+            "/api/v1/vulns/TEST-1/curations",
+            json={"package": "alpha-pkg", "status": "not_affected"},
+        )
+        assert bad.status_code == 400

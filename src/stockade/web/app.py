@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -484,6 +485,115 @@ async def api_audit(request: Request) -> Response:
     return _json(events)
 
 
+async def _reader(request: Request) -> TokenInfo:
+    token = await identify(request)
+    if token is None:
+        raise AuthError("this endpoint needs a token", "send it as a Bearer token")
+    auth.authorize(token, index=token.index_name, needed=Scope.READ, now=repo.utcnow())
+    return token
+
+
+async def api_vulns(request: Request) -> Response:
+    await _reader(request)
+    q = request.query_params
+    rows = await rt(request).vulns.list_advisories(
+        package=q.get("package"),
+        ecosystem=q.get("ecosystem", "PyPI"),
+        limit=min(int(q.get("limit", "100")), 10_000),
+    )
+    return _json(rows)
+
+
+async def api_vuln(request: Request) -> Response:
+    await _reader(request)
+    return _json(await rt(request).vulns.show(request.path_params["ident"]))
+
+
+async def api_vuln_query(request: Request) -> Response:
+    await _reader(request)
+    q = request.query_params
+    name, version = q.get("name"), q.get("version")
+    if not name or not version:
+        raise InvalidRequest("name and version are required", "?name=jinja2&version=2.10")
+    findings = await rt(request).vulns.query(q.get("ecosystem", "PyPI"), name, version)
+    return _json([f.as_dict() for f in findings])
+
+
+async def api_curate(request: Request) -> Response:
+    token = await _admin(request)
+    runtime = rt(request)
+    data = await _body(request)
+    score = data.get("score")
+    c = await runtime.vulns.curate(
+        request.path_params["ident"],
+        package=str(data.get("package", "")),
+        ecosystem=str(data.get("ecosystem", "PyPI")),
+        versions=data.get("versions"),
+        status=data.get("status"),
+        justification=data.get("justification"),
+        severity=data.get("severity"),
+        score=float(score) if score is not None else None,
+        reason=data.get("reason"),
+        note=data.get("note"),
+        author=str(data.get("author") or token.id),
+    )
+    runtime.audit.record(
+        "vuln.curate",
+        actor=token.id,
+        project=c.package,
+        advisory=c.advisory_id,
+        status=c.status,
+        versions=c.versions,
+        justification=c.justification,
+        reason=c.reason,
+    )
+    runtime.changed()
+    return _json(c.as_dict(), 201)
+
+
+_INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
+
+
+async def api_scan(request: Request) -> Response:
+    """POST a lock file's bytes (``?filename=`` names its format); get the findings."""
+    import tempfile
+    from pathlib import Path
+
+    from stockade.core.lockfiles import read_inventory
+
+    await _reader(request)
+    filename = Path(request.query_params.get("filename", "requirements.txt")).name
+    body = await request.body()
+    if len(body) > 16 * 1024**2:
+        raise PayloadTooLarge("a lock file over 16 MB", "split it or scan with the CLI")
+    text = body.decode("utf-8", errors="replace")
+    if any(line.strip().startswith(_INCLUDE_OPTS) for line in text.splitlines()):
+        raise InvalidRequest(
+            "uploaded requirements may not include other files (-r/-c)",
+            "inline the included files, or scan locally with `stockade scan`",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (filename or "requirements.txt")
+        path.write_bytes(body)
+        inv = await anyio.to_thread.run_sync(read_inventory, path)
+    found = await rt(request).vulns.query_many(
+        (p.ecosystem, p.name, p.version or "") for p in inv.pins
+    )
+    findings = [f for fs in found.values() for f in fs]
+    return _json(
+        {
+            "kind": inv.kind,
+            "scanned": len(inv.pins),
+            "findings": [f.as_dict() for f in findings],
+            "unpinned": [
+                {"package": p.name, "ecosystem": p.ecosystem, "spec": p.spec, "source": p.source}
+                for p in inv.unpinned
+            ],
+            "warnings": list(inv.warnings),
+        }
+    )
+
+
 async def root(request: Request) -> Response:
     return Response(
         f"Stockade {__version__}\nSimple API: /pypi/<index>/simple/\n", media_type="text/plain"
@@ -539,6 +649,11 @@ def create_app(settings: Settings) -> Any:
             methods=["DELETE"],
         ),
         Route("/api/v1/audit", api_audit),
+        Route("/api/v1/vulns", api_vulns),
+        Route("/api/v1/vulns/query", api_vuln_query),
+        Route("/api/v1/vulns/{ident}", api_vuln),
+        Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
+        Route("/api/v1/scan", api_scan, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
