@@ -9,6 +9,7 @@ newest curation that covers the version, and every finding says which of the two
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -24,7 +25,7 @@ import orjson
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.vulns.match import CompiledAffected
@@ -244,6 +245,32 @@ class _AdvisoryMeta:
     aliases: tuple[str, ...]
 
 
+class _Entry:
+    """One affected[] entry of the snapshot; compiled on first use."""
+
+    __slots__ = ("_compiled", "data", "ecosystem", "fixed", "meta", "name")
+
+    def __init__(self, meta: _AdvisoryMeta, ecosystem: str, name: str, data: str) -> None:
+        self.meta = meta
+        self.ecosystem = ecosystem
+        self.name = name
+        self.data = data
+        self.fixed: tuple[str, ...] = tuple(orjson.loads(data).get("fixed", ()))
+        self._compiled: CompiledAffected | None = None
+
+    def compiled(self) -> CompiledAffected:
+        if self._compiled is None:
+            aff, _ = _affected_from(self.ecosystem, self.name, self.data)
+            self._compiled = CompiledAffected(aff)
+        return self._compiled
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    packages: dict[tuple[str, str], list[_Entry]]
+    curations: dict[tuple[str, str, str], list[Curation]]
+
+
 def _curation(row: CurationRow) -> Curation:
     return Curation(
         id=row.id,
@@ -315,10 +342,11 @@ def normalize_package(ecosystem: str, name: str) -> tuple[str, str]:
 class VulnDB:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._compiled: dict[int, tuple[CompiledAffected, tuple[str, ...]]] = {}
+        self._snap: _Snapshot | None = None
+        self._lock = asyncio.Lock()
 
     def clear(self) -> None:
-        self._compiled.clear()
+        self._snap = None
 
     # -- import --------------------------------------------------------------------------------
 
@@ -572,78 +600,96 @@ class VulnDB:
     async def query_many(
         self, pins: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], list[Finding]]:
-        """Findings for many (ecosystem, name, version) at once: three indexed queries."""
-        keys = [(*normalize_package(e, n), v) for e, n, v in pins]
-        result: dict[tuple[str, str, str], list[Finding]] = {k: [] for k in keys}
-        wanted = sorted({(e, n) for e, n, _ in keys})
-        if not wanted:
-            return result
-        async with self._sessions() as s:
-            pkg_rows: list[Any] = []
-            for chunk in _chunks(wanted, 400):
-                q = select(
-                    AdvisoryPackageRow.id,
-                    AdvisoryPackageRow.advisory_id,
-                    AdvisoryPackageRow.ecosystem,
-                    AdvisoryPackageRow.name,
-                    AdvisoryPackageRow.data,
-                ).where(tuple_(AdvisoryPackageRow.ecosystem, AdvisoryPackageRow.name).in_(chunk))
-                pkg_rows.extend((await s.execute(q)).all())
-            by_pkg: dict[tuple[str, str], list[Any]] = defaultdict(list)
-            for r in pkg_rows:
-                by_pkg[(r.ecosystem, r.name)].append(r)
-            hits: list[tuple[tuple[str, str, str], Any, tuple[str, ...]]] = []
-            for key in keys:
-                for r in by_pkg.get((key[0], key[1]), ()):
-                    compiled, fixed = self._compile(r)
-                    if compiled.affects(key[2]):
-                        hits.append((key, r, fixed))
-            adv_ids = sorted({r.advisory_id for _, r, _ in hits})
-            meta = await self._meta(s, adv_ids)
-            curations = await self._curations(s, adv_ids)
-        for key, r, fixed in hits:
-            m = meta[r.advisory_id]
-            if m.withdrawn:
-                continue
-            cur = next(
-                (c for c in curations.get((r.advisory_id, key[0], key[1]), ()) if c.covers(key[2])),
-                None,
-            )
-            if cur is not None and cur.status == "feed":
-                cur = None
-            score, rating = m.score, m.rating
-            if cur is not None and (cur.severity_rating or cur.severity_score is not None):
-                score = cur.severity_score if cur.severity_score is not None else score
-                rating = cur.severity_rating or rating
-            result[key].append(
-                Finding(
-                    ecosystem=key[0],
-                    package=key[1],
-                    version=key[2],
-                    id=m.id,
-                    aliases=m.aliases,
-                    summary=m.summary,
-                    severity=rating,
-                    score=score,
-                    fixed_versions=fixed,
-                    status=cur.status if cur else "affected",
-                    decided_by="curation" if cur else "feed",
-                    curation=cur,
-                )
-            )
-        for findings in result.values():
+        """Findings for many (ecosystem, name, version): lookups in the loaded snapshot."""
+        snap = await self._snapshot()
+        result: dict[tuple[str, str, str], list[Finding]] = {}
+        for e, n, version in pins:
+            eco, name = normalize_package(e, n)
+            findings: list[Finding] = []
+            for entry in snap.packages.get((eco, name), ()):
+                if entry.compiled().affects(version):
+                    findings.append(self._finding(snap, entry, eco, name, version))
             findings.sort(key=lambda f: (-(f.score or 0.0), f.id))
+            result[(eco, name, version)] = findings
         return result
 
-    def _compile(self, row: Any) -> tuple[CompiledAffected, tuple[str, ...]]:
-        got = self._compiled.get(row.id)
-        if got is None:
-            aff, fixed = _affected_from(row.ecosystem, row.name, row.data)
-            got = (CompiledAffected(aff), fixed)
-            if len(self._compiled) > 200_000:
-                self._compiled.clear()
-            self._compiled[row.id] = got
-        return got
+    @staticmethod
+    def _finding(snap: _Snapshot, entry: _Entry, eco: str, name: str, version: str) -> Finding:
+        m = entry.meta
+        cur = next(
+            (c for c in snap.curations.get((m.id, eco, name), ()) if c.covers(version)), None
+        )
+        if cur is not None and cur.status == "feed":
+            cur = None
+        score, rating = m.score, m.rating
+        if cur is not None and (cur.severity_rating or cur.severity_score is not None):
+            score = cur.severity_score if cur.severity_score is not None else score
+            rating = cur.severity_rating or rating
+        return Finding(
+            ecosystem=eco,
+            package=name,
+            version=version,
+            id=m.id,
+            aliases=m.aliases,
+            summary=m.summary,
+            severity=rating,
+            score=score,
+            fixed_versions=entry.fixed,
+            status=cur.status if cur else "affected",
+            decided_by="curation" if cur else "feed",
+            curation=cur,
+        )
+
+    async def _snapshot(self) -> _Snapshot:
+        """This process's whole matching index, loaded on first use (a few MB for the PyPI
+        feed) and dropped by ``clear()`` when an import or a curation changes the data."""
+        if self._snap is None:
+            async with self._lock:
+                if self._snap is None:
+                    self._snap = await self._load_snapshot()
+        return self._snap
+
+    async def _load_snapshot(self) -> _Snapshot:
+        async with self._sessions() as s:
+            cols = (
+                AdvisoryRow.id,
+                AdvisoryRow.summary,
+                AdvisoryRow.severity_score,
+                AdvisoryRow.severity_rating,
+            )
+            live = (await s.execute(select(*cols).where(AdvisoryRow.withdrawn.is_(None)))).all()
+            aliases: dict[str, list[str]] = defaultdict(list)
+            q = select(AdvisoryAliasRow.advisory_id, AdvisoryAliasRow.alias)
+            for adv_id, alias in (await s.execute(q)).all():
+                aliases[adv_id].append(alias)
+            metas = {
+                r.id: _AdvisoryMeta(
+                    r.id,
+                    r.summary,
+                    r.severity_score,
+                    r.severity_rating,
+                    False,
+                    tuple(sorted(aliases.get(r.id, ()))),
+                )
+                for r in live
+            }
+            packages: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+            q2 = select(
+                AdvisoryPackageRow.advisory_id,
+                AdvisoryPackageRow.ecosystem,
+                AdvisoryPackageRow.name,
+                AdvisoryPackageRow.data,
+            )
+            for adv_id, eco, name, data in (await s.execute(q2)).all():
+                meta = metas.get(adv_id)
+                if meta is not None:  # withdrawn advisories never match
+                    packages[(eco, name)].append(_Entry(meta, eco, name, data))
+            curations: dict[tuple[str, str, str], list[Curation]] = defaultdict(list)
+            q3 = select(CurationRow).order_by(CurationRow.id.desc())
+            for row in (await s.execute(q3)).scalars():
+                c = _curation(row)
+                curations[(c.advisory_id, c.ecosystem, c.package)].append(c)
+        return _Snapshot(dict(packages), dict(curations))
 
     async def _meta(self, s: AsyncSession, ids: list[str]) -> dict[str, _AdvisoryMeta]:
         out: dict[str, _AdvisoryMeta] = {}
@@ -774,7 +820,9 @@ class VulnDB:
             )
             s.add(row)
             await s.flush()
-            return _curation(row)
+            made = _curation(row)
+        self.clear()
+        return made
 
     async def history(self, ident: str, package: str | None = None) -> list[Curation]:
         async with self._sessions() as s:
