@@ -311,3 +311,98 @@ def test_vuln_api_and_sync_from_a_local_export(server: Any, tmp_path: Path) -> N
             json={"package": "alpha-pkg", "status": "not_affected"},
         )
         assert bad.status_code == 400
+
+
+LOCKS = Path(__file__).resolve().parents[1] / "unit" / "lockfiles"
+
+
+def test_every_lock_format_of_one_environment_gives_the_same_findings(
+    tmp_path: Path, db_url: str
+) -> None:
+    from stockade.core.lockfiles import read_inventory
+
+    feed = write_feed(
+        tmp_path / "feed",
+        [
+            record("TEST-J", "jinja2", [{"introduced": "0"}, {"fixed": "2.10.1"}]),
+            record("TEST-U", "urllib3", [{"introduced": "2.0.0"}, {"fixed": "2.0.8"}]),
+            record("TEST-C", "certifi", [{"introduced": "0"}, {"fixed": "2022.12.7"}]),  # not hit
+            {
+                "id": "TEST-O",
+                "modified": "2024-01-01T00:00:00Z",
+                "affected": [
+                    {
+                        "package": {"ecosystem": "conda", "name": "openssl"},
+                        "ranges": [
+                            {
+                                "type": "ECOSYSTEM",
+                                "events": [{"introduced": "3.1.0"}, {"fixed": "3.1.5"}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        ],
+    )
+    # poetry-1.1.lock exercises the old hash layout with a smaller environment of its own
+    files = sorted(p for p in LOCKS.iterdir() if p.is_file() and p.name != "poetry-1.1.lock")
+    assert len(files) >= 7
+
+    async def scenario() -> None:
+        rt = runtime(tmp_path, db_url)
+        try:
+            await rt.vulns.import_path(feed)
+            python_findings = {}
+            for f in files:
+                inv = read_inventory(f)
+                found = await rt.vulns.query_many(
+                    (p.ecosystem, p.name, p.version or "") for p in inv.pins
+                )
+                python_findings[f.name] = sorted(
+                    (x.package, x.id) for xs in found.values() for x in xs if x.id != "TEST-O"
+                )
+                if any(p.name == "openssl" and p.ecosystem == "conda" for p in inv.pins):
+                    ids = [x.id for xs in found.values() for x in xs]
+                    assert "TEST-O" in ids, f.name  # conda advisory, conda ordering
+            expected = [("jinja2", "TEST-J"), ("urllib3", "TEST-U")]
+            assert python_findings == dict.fromkeys(python_findings, expected)
+        finally:
+            await rt.close()
+
+    asyncio.run(scenario())
+
+
+def test_conda_names_map_to_pypi_advisories(tmp_path: Path, db_url: str) -> None:
+    feed = write_feed(
+        tmp_path / "feed",
+        [
+            record("TEST-T", "torch", [{"introduced": "0"}, {"fixed": "2.2.0"}]),
+            record(
+                "TEST-Z", "zlib", [{"introduced": "0"}]
+            ),  # a PyPI project unrelated to conda zlib
+            record("TEST-A", "acme-core", [{"introduced": "0"}]),
+        ],
+    )
+
+    async def scenario() -> None:
+        rt = runtime(tmp_path, db_url)
+        try:
+            await rt.vulns.import_path(feed)
+
+            async def ids(name: str, version: str) -> list[str]:
+                return [f.id for f in await rt.vulns.query("conda", name, version)]
+
+            assert await ids("pytorch", "2.1.0") == ["TEST-T"]  # shipped rename
+            assert await ids("pytorch", "2.2.0") == []
+            assert await ids("zlib", "1.2.13") == []  # not a Python project
+            assert await ids("acme", "1.0") == []
+            await rt.vulns.map_conda("acme", "acme-core", "admin")
+            assert await ids("acme", "1.0") == ["TEST-A"]
+            assert await rt.vulns.conda_mapping("acme") == ("acme-core", "admin")
+            assert await rt.vulns.conda_mapping("pytorch") == ("torch", "shipped")
+            await rt.vulns.map_conda("pytorch", None, "admin")  # override the shipped table
+            assert await ids("pytorch", "2.1.0") == []
+        finally:
+            await rt.close()
+
+    asyncio.run(scenario())

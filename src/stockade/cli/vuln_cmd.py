@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stockade.cli.common import JsonOpt, err, fail, out, print_json, print_table, run
-from stockade.errors import StockadeError, UpstreamUnavailable
+from stockade.errors import InvalidRequest, StockadeError, UpstreamUnavailable
 from stockade.services.runtime import Runtime
 from stockade.services.vulndb import JUSTIFICATIONS, RATINGS, STATUSES, Curation, ImportReport
 
@@ -333,3 +333,38 @@ def add(
         print_json({"added": ids})
     else:
         typer.echo(f"added {len(ids)} advisory(ies): {', '.join(ids)}")
+
+
+@app.command("map-conda")
+def map_conda(
+    conda_name: str = typer.Argument(..., help="conda package name."),
+    pypi_name: str = typer.Argument(None, help="PyPI project it ships."),
+    not_python: bool = typer.Option(
+        False, "--not-python", help="It is not a Python project: no PyPI advisories apply."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Map a conda package to the PyPI project it ships (or show the current mapping)."""
+    import os
+
+    async def go(r: Runtime) -> tuple[str | None, str]:
+        if pypi_name or not_python:
+            if pypi_name and not_python:
+                raise InvalidRequest("give a PyPI name or --not-python, not both")
+            await r.vulns.map_conda(
+                conda_name, None if not_python else pypi_name, os.environ.get("USER")
+            )
+            r.audit.record("vuln.map_conda", project=conda_name, pypi=pypi_name)
+            await r.audit.flush()
+            r.changed()
+        return await r.vulns.conda_mapping(conda_name)
+
+    try:
+        pypi, decided = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json({"conda": conda_name.lower(), "pypi": pypi, "decided_by": decided})
+    else:
+        target = pypi or "(not a Python project)"
+        typer.echo(f"conda {conda_name.lower()} → PyPI {target}  [{decided}]")

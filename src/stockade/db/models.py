@@ -177,3 +177,14 @@ class CurationRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CondaNameRow(Base):
+    """An admin's conda → PyPI name mapping (overrides the shipped table)."""
+
+    __tablename__ = "conda_names"
+
+    conda_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    pypi_name: Mapped[str | None] = mapped_column(String(255))  # None: not a Python project
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

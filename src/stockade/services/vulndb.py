@@ -28,10 +28,17 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stockade.core.vulns.conda_names import CondaNames, shipped
 from stockade.core.vulns.match import CompiledAffected
 from stockade.core.vulns.osv import Advisory, Affected, Event, OsvError, Range, parse_osv
 from stockade.core.vulns.versions import scheme_for
-from stockade.db.models import AdvisoryAliasRow, AdvisoryPackageRow, AdvisoryRow, CurationRow
+from stockade.db.models import (
+    AdvisoryAliasRow,
+    AdvisoryPackageRow,
+    AdvisoryRow,
+    CondaNameRow,
+    CurationRow,
+)
 from stockade.errors import Conflict, InvalidRequest, NotFound
 from stockade.services.repo import aware, utcnow
 
@@ -269,6 +276,7 @@ class _Entry:
 class _Snapshot:
     packages: dict[tuple[str, str], list[_Entry]]
     curations: dict[tuple[str, str, str], list[Curation]]
+    names: CondaNames
 
 
 def _curation(row: CurationRow) -> Curation:
@@ -606,19 +614,41 @@ class VulnDB:
         for e, n, version in pins:
             eco, name = normalize_package(e, n)
             findings: list[Finding] = []
-            for entry in snap.packages.get((eco, name), ()):
+            for entry, via in self._candidates(snap, eco, name):
                 if entry.compiled().affects(version):
-                    findings.append(self._finding(snap, entry, eco, name, version))
+                    findings.append(self._finding(snap, entry, eco, name, version, via))
             findings.sort(key=lambda f: (-(f.score or 0.0), f.id))
             result[(eco, name, version)] = findings
         return result
 
     @staticmethod
-    def _finding(snap: _Snapshot, entry: _Entry, eco: str, name: str, version: str) -> Finding:
+    def _candidates(
+        snap: _Snapshot, eco: str, name: str
+    ) -> Iterator[tuple[_Entry, tuple[str, str]]]:
+        """Advisory entries that may concern a package, with the (ecosystem, name) they name.
+
+        A conda package is checked against conda advisories (conda's version ordering) and
+        against the PyPI project it ships, through the conda name mapping (PEP 440 ordering).
+        """
+        for entry in snap.packages.get((eco, name), ()):
+            yield entry, (eco, name)
+        if eco == "conda":
+            pypi = snap.names.pypi_name(name)
+            if pypi is not None:
+                for entry in snap.packages.get(("PyPI", pypi), ()):
+                    yield entry, ("PyPI", pypi)
+
+    @staticmethod
+    def _finding(
+        snap: _Snapshot,
+        entry: _Entry,
+        eco: str,
+        name: str,
+        version: str,
+        via: tuple[str, str],
+    ) -> Finding:
         m = entry.meta
-        cur = next(
-            (c for c in snap.curations.get((m.id, eco, name), ()) if c.covers(version)), None
-        )
+        cur = next((c for c in snap.curations.get((m.id, *via), ()) if c.covers(version)), None)
         if cur is not None and cur.status == "feed":
             cur = None
         score, rating = m.score, m.rating
@@ -689,7 +719,10 @@ class VulnDB:
             for row in (await s.execute(q3)).scalars():
                 c = _curation(row)
                 curations[(c.advisory_id, c.ecosystem, c.package)].append(c)
-        return _Snapshot(dict(packages), dict(curations))
+            overrides = {
+                r.conda_name: r.pypi_name for r in (await s.execute(select(CondaNameRow))).scalars()
+            }
+        return _Snapshot(dict(packages), dict(curations), CondaNames(overrides))
 
     async def _meta(self, s: AsyncSession, ids: list[str]) -> dict[str, _AdvisoryMeta]:
         out: dict[str, _AdvisoryMeta] = {}
@@ -823,6 +856,35 @@ class VulnDB:
             made = _curation(row)
         self.clear()
         return made
+
+    async def map_conda(self, conda_name: str, pypi_name: str | None, author: str | None) -> None:
+        """Record that conda package ``conda_name`` ships PyPI project ``pypi_name`` (None: it
+        is not a Python project); overrides the shipped table."""
+        key = conda_name.strip().lower()
+        if not key:
+            raise InvalidRequest("a conda package name is required")
+        async with self._sessions() as s, s.begin():
+            row = await s.get(CondaNameRow, key)
+            if row is None:
+                s.add(
+                    CondaNameRow(
+                        conda_name=key, pypi_name=pypi_name, author=author, created_at=utcnow()
+                    )
+                )
+            else:
+                row.pypi_name, row.author, row.created_at = pypi_name, author, utcnow()
+        self.clear()
+
+    async def conda_mapping(self, conda_name: str) -> tuple[str | None, str]:
+        """``(pypi name or None, "admin" | "shipped" | "same name")`` for a conda package."""
+        snap = await self._snapshot()
+        key = conda_name.lower()
+        async with self._sessions() as s:
+            if await s.get(CondaNameRow, key) is not None:
+                return snap.names.pypi_name(key), "admin"
+        if key in shipped():
+            return snap.names.pypi_name(key), "shipped"
+        return snap.names.pypi_name(key), "same name"
 
     async def history(self, ident: str, package: str | None = None) -> list[Curation]:
         async with self._sessions() as s:
