@@ -51,6 +51,10 @@ class Settings:
     buffer_below: int = 16 * 1024**2
     # Extra CA certificates (PEM) to trust for upstreams, on top of the system store.
     ca_bundle: str | None = None
+    # Vulnerability feed: OSV export to download, and how often the server syncs it (seconds;
+    # 0 = never: run `stockade vulndb sync` from cron instead).
+    vulndb_url: str = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
+    vulndb_sync_interval: int = 0
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +100,7 @@ class Settings:
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("port", "page_ttl"):
+        if key in ("port", "page_ttl", "vulndb_sync_interval"):
             out[key] = int(value)
         elif key == "upstream_timeout":
             out[key] = float(value)

@@ -406,3 +406,50 @@ def test_conda_names_map_to_pypi_advisories(tmp_path: Path, db_url: str) -> None
             await rt.close()
 
     asyncio.run(scenario())
+
+
+def test_server_syncs_the_feed_on_a_schedule(tmp_path: Path) -> None:
+    import http.server
+    import threading
+    import time
+
+    import httpx
+
+    from tests.conftest import make_server
+
+    export = tmp_path / "export"
+    export.mkdir()
+    with zipfile.ZipFile(export / "all.zip", "w") as zf:
+        for rec in FEED:
+            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(export), **k
+    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/all.zip"
+    srv = make_server(
+        tmp_path / "h",
+        f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}",
+        workers=2,
+        vulndb_url=url,
+        vulndb_sync_interval=2,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(
+            base_url=srv.url, headers={"Authorization": f"Bearer {srv.admin_token}"}
+        ) as c:
+            while True:
+                q = c.get("/api/v1/vulns/query", params={"name": "alpha-pkg", "version": "1.0"})
+                if q.status_code == 200 and q.json():
+                    break
+                assert time.monotonic() < deadline, "the scheduled sync never imported the feed"
+                time.sleep(0.3)
+            assert q.json()[0]["id"] == "TEST-1"
+        events = json.loads(srv.cli("audit", "list", "--json", "--action", "vulndb.sync").stdout)
+        assert events
+        assert all(e["outcome"] == "ok" for e in events)
+    finally:
+        srv.stop()
+        httpd.shutdown()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stockade.cli.common import JsonOpt, err, fail, out, print_json, print_table, run
-from stockade.errors import InvalidRequest, StockadeError, UpstreamUnavailable
+from stockade.errors import InvalidRequest, StockadeError
 from stockade.services.runtime import Runtime
 from stockade.services.vulndb import JUSTIFICATIONS, RATINGS, STATUSES, Curation, ImportReport
 
-DEFAULT_SYNC_URL = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
 
 db_app = typer.Typer(help="Load the vulnerability database (OSV).", no_args_is_help=True)
 app = typer.Typer(help="Query and curate vulnerabilities.", no_args_is_help=True)
@@ -76,34 +74,23 @@ def import_(
 
 @db_app.command("sync")
 def sync(
-    url: str = typer.Option(None, "--url", help=f"OSV export zip (default {DEFAULT_SYNC_URL})."),
+    url: str = typer.Option(None, "--url", help="OSV export zip (default: vulndb_url setting)."),
     json: bool = JsonOpt,
 ) -> None:
     """Download the OSV export and import it (incremental)."""
-    import httpx
-
-    from stockade.adapters.http import tls_context
     from stockade.settings import Settings
 
-    s = Settings.load()
-    src = url or s.extra.get("vulndb_url") or DEFAULT_SYNC_URL
+    src = url or Settings.load().vulndb_url
+
+    async def go(r: Runtime) -> ImportReport:
+        report = await r.vulns.sync(src, r.http)
+        r.audit.record("vulndb.sync", url=src, added=report.added, updated=report.updated)
+        await r.audit.flush()
+        r.changed()
+        return report
+
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            dest = Path(tmp) / "osv.zip"
-            try:
-                with httpx.stream(
-                    "GET", src, timeout=120, verify=tls_context(s.ca_bundle), follow_redirects=True
-                ) as resp:
-                    if resp.status_code != 200:
-                        raise UpstreamUnavailable(f"{src} answered {resp.status_code}")
-                    with dest.open("wb") as f:
-                        for chunk in resp.iter_bytes(1024 * 1024):
-                            f.write(chunk)
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailable(
-                    f"cannot download {src}: {exc}", "check the URL and the network, or --url"
-                ) from exc
-            report = _import(dest, json)
+        report = run(go)
     except StockadeError as exc:
         fail(exc)
     _print_report(report, json)

@@ -5,6 +5,10 @@ Both doors use it: the web app for the life of the server, the CLI for one comma
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +25,8 @@ from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
 from stockade.services.vulndb import VulnDB
 from stockade.settings import Settings
+
+log = logging.getLogger("stockade.runtime")
 
 
 class Runtime:
@@ -47,12 +53,32 @@ class Runtime:
         )
         self.uploads = UploadService(self.sessions, self.store, self.pages, self.audit)
         self.vulns = VulnDB(self.sessions)
+        self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
         return UpstreamIndex(self.http, url, self.settings.max_page_size)
 
     def start(self) -> None:
         self.audit.start()
+        if self.settings.vulndb_sync_interval > 0:
+            self._tasks.append(asyncio.create_task(self._sync_loop(), name="vulndb-sync"))
+
+    async def _sync_loop(self) -> None:
+        """Sync the vulnerability feed every ``vulndb_sync_interval`` seconds. Several workers
+        may run this loop; a file lock lets one of them sync at a time."""
+        import fcntl
+
+        lock_path = self.settings.run_dir / "vulndb-sync.lock"
+        while True:
+            with lock_path.open("a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    mine = True
+                except BlockingIOError:  # another process is syncing
+                    mine = False
+                if mine:
+                    await self._sync_once()
+            await asyncio.sleep(self.settings.vulndb_sync_interval)
 
     def check_invalidation(self) -> None:
         """Drop caches when another process changed configuration (one stat per call)."""
@@ -71,7 +97,25 @@ class Runtime:
         self.invalidation.changed()
         self.clear_caches()
 
+    async def _sync_once(self) -> None:
+        url = self.settings.vulndb_url
+        try:
+            report = await self.vulns.sync(url, self.http)
+        except Exception as exc:  # keep the schedule alive; say what failed
+            log.warning("vulndb sync from %s failed: %s", url, exc)
+            self.audit.record("vulndb.sync", outcome="error", url=url, reason=str(exc))
+            return
+        log.info("vulndb sync: %d added, %d updated", report.added, report.updated)
+        self.audit.record("vulndb.sync", url=url, added=report.added, updated=report.updated)
+        if report.added or report.updated:
+            self.changed()
+
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.files.close()
         await self.audit.close()
         await self.http.aclose()

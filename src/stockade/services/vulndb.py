@@ -479,6 +479,33 @@ class VulnDB:
                     )
             s.add_all(children)
 
+    async def sync(self, url: str, client: Any, progress: Progress | None = None) -> ImportReport:
+        """Download an OSV export zip (streamed to a temp file) and import it."""
+        import tempfile
+
+        import httpx
+
+        from stockade.errors import UpstreamUnavailable
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "osv.zip"
+            try:
+                async with client.stream("GET", url) as resp:
+                    if resp.status_code != 200:
+                        raise UpstreamUnavailable(
+                            f"{url} answered {resp.status_code}",
+                            "check vulndb_url (or --url) and the network",
+                        )
+                    with dest.open("wb") as f:
+                        async for chunk in resp.aiter_bytes(1024 * 1024):
+                            f.write(chunk)
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailable(
+                    f"cannot download {url}: {type(exc).__name__}: {exc}",
+                    "check vulndb_url (or --url) and the network",
+                ) from exc
+            return await self.import_path(dest, progress=progress)
+
     async def add_local(self, path: Path) -> list[str]:
         """Add (or replace) admin-written advisories from an OSV file or folder."""
         ids: list[str] = []
