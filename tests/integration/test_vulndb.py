@@ -453,3 +453,36 @@ def test_server_syncs_the_feed_on_a_schedule(tmp_path: Path) -> None:
     finally:
         srv.stop()
         httpd.shutdown()
+
+
+def test_scan_cli_env_and_sarif(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = client_env(STOCKADE_HOME=str(home))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [STOCKADE, *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    assert cli("init", "--no-default-indexes").returncode == 0
+    feed = write_feed(tmp_path / "feed", FEED)
+    assert cli("vulndb", "import", str(feed)).returncode == 0
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    for name, version in (("alpha_pkg", "1.0"), ("beta", "2.0")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    res = cli("scan", "--env", str(tmp_path / "venv"), "--json")
+    assert res.returncode == 1, res.stderr
+    assert [(f["package"], f["id"]) for f in json.loads(res.stdout)["findings"]] == [
+        ("alpha-pkg", "TEST-1")
+    ]
+    sarif = json.loads(cli("scan", "--env", str(tmp_path / "venv"), "--format", "sarif").stdout)
+    assert sarif["version"] == "2.1.0"
+    [run_] = sarif["runs"]
+    assert [r["ruleId"] for r in run_["results"]] == ["TEST-1"]
+    assert run_["results"][0]["level"] == "error"  # critical
+    assert run_["tool"]["driver"]["rules"][0]["id"] == "TEST-1"
+    both = cli("scan", "x.txt", "--env", str(tmp_path))
+    assert both.returncode == 2
+    assert "one of them" in both.stderr
