@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import subprocess
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,39 @@ FEED = [
     ),
     record("TEST-4", "beta", [{"introduced": "0"}], withdrawn="2024-02-01T00:00:00Z"),
 ]
+
+
+def home_cli(tmp_path: Path, timeout: int = 300) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``stockade`` in an initialized home of its own."""
+    env = client_env(STOCKADE_HOME=str(tmp_path / "home"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [STOCKADE, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    assert cli("init", "--no-default-indexes").returncode == 0
+    return cli
+
+
+@contextlib.contextmanager
+def served_export(tmp_path: Path) -> Iterator[str]:
+    """FEED as an OSV export zip on 127.0.0.1; yields its URL."""
+    import http.server
+    import threading
+
+    export = tmp_path / "export"
+    export.mkdir()
+    with zipfile.ZipFile(export / "all.zip", "w") as zf:
+        for rec in FEED:
+            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(export))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/all.zip"
+    finally:
+        httpd.shutdown()
 
 
 def runtime(tmp_path: Path, db_url: str) -> Runtime:
@@ -192,15 +228,7 @@ def test_zip_import_and_local_advisories(tmp_path: Path, db_url: str) -> None:
 @pytest.mark.skipif(not PYPA.is_dir(), reason="shared PyPA advisory database not present")
 def test_real_database_and_scan_of_an_old_requirements_file(tmp_path: Path) -> None:
     """The issue's 'done when': import the PyPA database, scan an old requirements file, curate."""
-    home = tmp_path / "home"
-    env = client_env(STOCKADE_HOME=str(home))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [STOCKADE, *args], env=env, capture_output=True, text=True, timeout=300
-        )
-
-    assert cli("init", "--no-default-indexes").returncode == 0
+    cli = home_cli(tmp_path, 300)
     imp = cli("vulndb", "import", str(PYPA), "--json")
     assert imp.returncode == 0, imp.stderr
     report = json.loads(imp.stdout)
@@ -246,30 +274,14 @@ def test_real_database_and_scan_of_an_old_requirements_file(tmp_path: Path) -> N
 
 def test_vuln_api_and_sync_from_a_local_export(server: Any, tmp_path: Path) -> None:
     """REST API on both databases; `vulndb sync` fetching a zip served from 127.0.0.1."""
-    import http.server
-    import threading
-
     import httpx
 
-    export = tmp_path / "export"
-    export.mkdir()
-    with zipfile.ZipFile(export / "all.zip", "w") as zf:
-        for rec in FEED:
-            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(export), **k
-    )
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/all.zip"
+    with served_export(tmp_path) as url:
         synced = json.loads(server.cli("vulndb", "sync", "--url", url, "--json").stdout)
         assert synced["added"] == 4
         bad = server.cli("vulndb", "sync", "--url", url + ".missing", check=False)
         assert bad.returncode == 1
         assert "404" in bad.stderr
-    finally:
-        httpd.shutdown()
     server.cli("index", "create", "p", "--private")
     reader = server.token("p")
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {reader}"}) as c:
@@ -409,25 +421,17 @@ def test_conda_names_map_to_pypi_advisories(tmp_path: Path, db_url: str) -> None
 
 
 def test_server_syncs_the_feed_on_a_schedule(tmp_path: Path) -> None:
-    import http.server
-    import threading
+    with served_export(tmp_path) as url:
+        scheduled_sync(tmp_path, url)
+
+
+def scheduled_sync(tmp_path: Path, url: str) -> None:
     import time
 
     import httpx
 
     from tests.conftest import make_server
 
-    export = tmp_path / "export"
-    export.mkdir()
-    with zipfile.ZipFile(export / "all.zip", "w") as zf:
-        for rec in FEED:
-            zf.writestr(f"{rec['id']}.json", json.dumps(rec))
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(export), **k
-    )
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/all.zip"
     srv = make_server(
         tmp_path / "h",
         f"sqlite:///{tmp_path / 'h' / 'db.sqlite'}",
@@ -452,19 +456,10 @@ def test_server_syncs_the_feed_on_a_schedule(tmp_path: Path) -> None:
         assert all(e["outcome"] == "ok" for e in events)
     finally:
         srv.stop()
-        httpd.shutdown()
 
 
 def test_scan_cli_env_and_sarif(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    env = client_env(STOCKADE_HOME=str(home))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [STOCKADE, *args], env=env, capture_output=True, text=True, timeout=120
-        )
-
-    assert cli("init", "--no-default-indexes").returncode == 0
+    cli = home_cli(tmp_path, 120)
     feed = write_feed(tmp_path / "feed", FEED)
     assert cli("vulndb", "import", str(feed)).returncode == 0
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"

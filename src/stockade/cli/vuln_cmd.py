@@ -12,7 +12,6 @@ from stockade.errors import InvalidRequest, StockadeError
 from stockade.services.runtime import Runtime
 from stockade.services.vulndb import JUSTIFICATIONS, RATINGS, STATUSES, Curation, ImportReport
 
-
 db_app = typer.Typer(help="Load the vulnerability database (OSV).", no_args_is_help=True)
 app = typer.Typer(help="Query and curate vulnerabilities.", no_args_is_help=True)
 

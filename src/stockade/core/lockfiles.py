@@ -756,20 +756,34 @@ def _read_pylock(data: dict[str, object], label: str, acc: _Acc) -> None:
         elif isinstance(archive, dict):
             location = _str(archive, "url") or _str(archive, "path") or "?"
             hashes += _hash_table(archive.get("hashes"))
-        if location is not None:
-            stated = f" (states version {version})" if version else ""
-            acc.loose(
-                PYPI,
-                name,
-                f"{name} @ {location}",
-                label,
-                f"{label}: {name} @ {location}: not from an index{stated}, not a package version",
-                hashes,
-            )
-        elif version is None:
-            acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes)
-        else:
-            acc.pin(PYPI, name, _pypi_version(version), label, hashes)
+        _add_locked(acc, label, name, version, location, hashes, state_version=True)
+
+
+def _add_locked(
+    acc: _Acc,
+    label: str,
+    name: str,
+    version: str | None,
+    location: str | None,
+    hashes: tuple[str, ...] | list[str],
+    *,
+    state_version: bool,
+) -> None:
+    """One locked PyPI package: a pin, or unpinned when it comes from outside an index."""
+    if location is not None:
+        stated = f" (states version {version})" if version and state_version else ""
+        acc.loose(
+            PYPI,
+            name,
+            f"{name} @ {location}",
+            label,
+            f"{label}: {name} @ {location}: not from an index{stated}, not a package version",
+            hashes,
+        )
+    elif version is None:
+        acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes)
+    else:
+        acc.pin(PYPI, name, _pypi_version(version), label, hashes)
 
 
 def _read_uv_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
@@ -814,19 +828,7 @@ def _read_uv_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
             location = f"git+{source['git']}"
         else:
             location = _str(source, "url") or _str(source, "path") or _str(source, "directory")
-        if location is not None:
-            acc.loose(
-                PYPI,
-                name,
-                f"{name} @ {location}",
-                label,
-                f"{label}: {name} @ {location}: not from an index, not a package version",
-                hashes,
-            )
-        elif version is None:
-            acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes)
-        else:
-            acc.pin(PYPI, name, _pypi_version(version), label, hashes)
+        _add_locked(acc, label, name, version, location, hashes, state_version=False)
 
 
 _POETRY_NON_INDEX: Final = frozenset({"git", "directory", "file", "url"})
