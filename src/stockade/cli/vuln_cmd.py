@@ -223,7 +223,6 @@ def curate(
     json: bool = JsonOpt,
 ) -> None:
     """Record an expert decision; history is kept, nothing is overwritten."""
-    import os
 
     async def go(r: Runtime) -> Curation:
         c = await r.vulns.curate(
@@ -237,7 +236,7 @@ def curate(
             score=score,
             reason=reason,
             note=note,
-            author=author or os.environ.get("USER"),
+            author=author or _whoami(),
         )
         r.audit.record(
             "vuln.curate",
@@ -331,15 +330,12 @@ def map_conda(
     json: bool = JsonOpt,
 ) -> None:
     """Map a conda package to the PyPI project it ships (or show the current mapping)."""
-    import os
 
     async def go(r: Runtime) -> tuple[str | None, str]:
         if pypi_name or not_python:
             if pypi_name and not_python:
                 raise InvalidRequest("give a PyPI name or --not-python, not both")
-            await r.vulns.map_conda(
-                conda_name, None if not_python else pypi_name, os.environ.get("USER")
-            )
+            await r.vulns.map_conda(conda_name, None if not_python else pypi_name, _whoami())
             r.audit.record("vuln.map_conda", project=conda_name, pypi=pypi_name)
             await r.audit.flush()
             r.changed()
@@ -354,3 +350,12 @@ def map_conda(
     else:
         target = pypi or "(not a Python project)"
         typer.echo(f"conda {conda_name.lower()} → PyPI {target}  [{decided}]")
+
+
+def _whoami() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
