@@ -1,0 +1,295 @@
+"""Policy documents (TOML) and their evaluation.
+
+A policy is a list of rules; each rule has a ``kind``, options, and a ``mode``: ``enforce``
+(blocks) or ``warn`` (reported, never blocks). Evaluation is pure: it takes the facts about one
+file and returns a :class:`Decision` listing every rule that objected, with the data that made
+it object ("PYSEC-2019-217 (high) ≥ high"). Example::
+
+    [[rules]]
+    kind = "vulnerabilities"   # block versions with an effective vulnerability
+    severity = "high"          # at or above: any | low | medium | high | critical
+    only_fixed = false         # true: only when a fixed version exists
+    grace_days = 0             # do not block before N days after the advisory's publication
+
+    [[rules]]
+    kind = "names"
+    deny = ["evil-*", "requests<2.20"]   # globs on PEP 503 names, optional version specifiers
+    allow = []                           # with allow_only = true, nothing else is served
+    allow_only = false
+
+    [[rules]]
+    kind = "age"               # quarantine: files published upstream less than N days ago
+    min_days = 7
+
+    [[rules]]
+    kind = "yanked"
+    action = "hide"            # or "serve"
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from stockade.errors import InvalidRequest
+
+RATINGS = ("none", "low", "medium", "high", "critical")
+SEVERITIES = ("any", *RATINGS[1:])
+KINDS = ("vulnerabilities", "names", "age", "yanked")
+MODES = ("enforce", "warn")
+
+
+class PolicyError(InvalidRequest):
+    """A policy document is malformed; the message names the line and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class VulnFact:
+    id: str
+    severity: str | None  # effective rating (curation applied), None when unknown
+    score: float | None
+    status: str  # effective status: affected | not_affected | under_investigation | fixed
+    fixed_versions: tuple[str, ...] = ()
+    published: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    project: str  # PEP 503 normalized
+    version: str | None
+    filename: str
+    yanked: bool = False
+    upload_time: datetime | None = None
+    vulns: tuple[VulnFact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: int  # index in the policy, from 1
+    kind: str
+    mode: str
+    message: str
+
+    def line(self) -> str:
+        return f"rule {self.rule} ({self.kind}{', warn' if self.mode == 'warn' else ''}): " + (
+            self.message
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    blocks: tuple[Reason, ...] = ()
+    warnings: tuple[Reason, ...] = ()
+
+    def summary(self) -> str:
+        if self.allowed:
+            return "allowed" + (f" (warn: {self.warnings[0].message})" if self.warnings else "")
+        return "blocked by " + "; ".join(r.line() for r in self.blocks)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int
+    kind: str
+    mode: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    text: str = ""
+
+    @property
+    def hides_yanked(self) -> bool:
+        return any(
+            r.kind == "yanked" and r.options["action"] == "hide" and r.mode == "enforce"
+            for r in self.rules
+        )
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _rule_lines(text: str) -> list[int]:
+    return [i for i, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rules]]"]
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse and validate a policy document; PolicyError names the line of any problem."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy is not valid TOML: {exc}", "fix the line it names") from exc
+    unknown = sorted(set(doc) - {"rules"})
+    if unknown:
+        raise PolicyError(
+            f"unknown top-level key(s) {unknown}", "a policy is a list of [[rules]] tables"
+        )
+    rules_raw = doc.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise PolicyError("'rules' must be an array of tables", "write each rule as [[rules]]")
+    lines = _rule_lines(text)
+    rules = []
+    for i, raw in enumerate(rules_raw, 1):
+        where = f"rule {i}" + (f" (line {lines[i - 1]})" if i <= len(lines) else "")
+        if not isinstance(raw, dict):
+            raise PolicyError(f"{where}: a rule must be a table")
+        rules.append(_rule(i, dict(raw), where))
+    return Policy(tuple(rules), text)
+
+
+def _take(
+    raw: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str
+) -> Any:
+    value = raw.pop(key, default)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise PolicyError(f"{where}: {key} must be a {want}, not {value!r}")
+    return value
+
+
+def _rule(index: int, raw: dict[str, Any], where: str) -> Rule:
+    kind = _take(raw, "kind", str, "", where)
+    if kind not in KINDS:
+        raise PolicyError(f"{where}: unknown kind {kind!r}", f"use one of {', '.join(KINDS)}")
+    mode = _take(raw, "mode", str, "enforce", where)
+    if mode not in MODES:
+        raise PolicyError(f"{where}: mode must be enforce or warn, not {mode!r}")
+    opts: dict[str, Any] = {}
+    if kind == "vulnerabilities":
+        sev = _take(raw, "severity", str, "any", where)
+        if sev not in SEVERITIES:
+            raise PolicyError(f"{where}: severity {sev!r}", f"use one of {', '.join(SEVERITIES)}")
+        opts["severity"] = sev
+        opts["only_fixed"] = _take(raw, "only_fixed", bool, False, where)
+        opts["grace_days"] = _take(raw, "grace_days", int, 0, where)
+    elif kind == "names":
+        opts["deny"] = [_pattern(p, where) for p in _take(raw, "deny", list, [], where)]
+        opts["allow"] = [_pattern(p, where) for p in _take(raw, "allow", list, [], where)]
+        opts["allow_only"] = _take(raw, "allow_only", bool, False, where)
+    elif kind == "age":
+        days = _take(raw, "min_days", (int, float), 0, where)
+        if days < 0:
+            raise PolicyError(f"{where}: min_days must not be negative")
+        opts["min_days"] = float(days)
+    elif kind == "yanked":
+        action = _take(raw, "action", str, "hide", where)
+        if action not in ("hide", "serve"):
+            raise PolicyError(f"{where}: action must be hide or serve, not {action!r}")
+        opts["action"] = action
+    if raw:
+        raise PolicyError(f"{where}: unknown option(s) {sorted(raw)} for kind {kind!r}")
+    return Rule(index, kind, mode, opts)
+
+
+_PATTERN = re.compile(r"^\s*([A-Za-z0-9*?._\[\]-]+)\s*(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    text: str
+    glob: str
+    spec: SpecifierSet | None
+
+    def matches(self, project: str, version: str | None) -> bool:
+        if not fnmatch.fnmatchcase(project, self.glob):
+            return False
+        if self.spec is None:
+            return True
+        if version is None:
+            return False
+        try:
+            return self.spec.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            return False
+
+
+def _pattern(value: object, where: str) -> _Pattern:
+    if not isinstance(value, str):
+        raise PolicyError(f"{where}: name patterns are strings, not {value!r}")
+    m = _PATTERN.match(value)
+    if not m:
+        raise PolicyError(f"{where}: cannot read name pattern {value!r}", "e.g. 'evil-*' or 'x<2'")
+    glob = m.group(1).lower().replace("_", "-").replace(".", "-")
+    spec = None
+    if m.group(2).strip():
+        try:
+            spec = SpecifierSet(m.group(2).strip())
+        except InvalidSpecifier as exc:
+            raise PolicyError(
+                f"{where}: {value!r} has an invalid version specifier", "e.g. 'requests<2.20'"
+            ) from exc
+    return _Pattern(value, glob, spec)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def evaluate(policy: Policy, facts: FileFacts, now: datetime) -> Decision:
+    """Every rule's verdict on one file; blocked when an enforcing rule objects."""
+    blocks: list[Reason] = []
+    warnings: list[Reason] = []
+    project = canonicalize_name(facts.project)
+    for rule in policy.rules:
+        message = _check(rule, facts, project, now)
+        if message is None:
+            continue
+        reason = Reason(rule.index, rule.kind, rule.mode, message)
+        (blocks if rule.mode == "enforce" else warnings).append(reason)
+    return Decision(not blocks, tuple(blocks), tuple(warnings))
+
+
+def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    if rule.kind == "vulnerabilities":
+        hits = []
+        for v in facts.vulns:
+            if v.status not in ("affected", "under_investigation"):
+                continue
+            if o["severity"] != "any" and (
+                v.severity is None or RATINGS.index(v.severity) < RATINGS.index(o["severity"])
+            ):
+                continue
+            if o["only_fixed"] and not v.fixed_versions:
+                continue
+            fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
+            if o["grace_days"] and fresh:
+                continue
+            sev = (v.severity or "severity unknown") + (
+                f", CVSS {v.score}" if v.score is not None else ""
+            )
+            fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
+            hits.append(f"{v.id} ({sev}) ≥ {o['severity']}{fix}")
+        return "; ".join(hits) if hits else None
+    if rule.kind == "names":
+        for p in o["deny"]:
+            if p.matches(project, facts.version):
+                return f"{project} {facts.version or ''} matches deny pattern {p.text!r}".strip()
+        if o["allow_only"] and not any(p.matches(project, facts.version) for p in o["allow"]):
+            return f"{project} {facts.version or ''} is not on the allow-list (allow_only)"
+        return None
+    if rule.kind == "age":
+        if facts.upload_time is None or not o["min_days"]:
+            return None
+        age = now - facts.upload_time
+        if age < timedelta(days=o["min_days"]):
+            return (
+                f"published {age.total_seconds() / 86400:.1f} days ago, quarantine is "
+                f"{o['min_days']:g} days"
+            )
+        return None
+    if rule.kind == "yanked":
+        if facts.yanked and o["action"] == "hide":
+            return "the release is yanked"
+        return None
+    return None
