@@ -7,7 +7,15 @@ import sys
 import typer
 
 from stockade import __version__
-from stockade.cli import index_cmd, package_cmd, scan_cmd, server_cmd, token_cmd, vuln_cmd
+from stockade.cli import (
+    index_cmd,
+    package_cmd,
+    policy_cmd,
+    scan_cmd,
+    server_cmd,
+    token_cmd,
+    vuln_cmd,
+)
 from stockade.cli.common import fail
 from stockade.errors import StockadeError
 
@@ -28,6 +36,7 @@ app.command("serve")(server_cmd.serve)
 app.add_typer(vuln_cmd.db_app, name="vulndb")
 app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
+app.add_typer(policy_cmd.app, name="policy")
 
 
 @app.command("version")

@@ -188,3 +188,17 @@ class CondaNameRow(Base):
     pypi_name: Mapped[str | None] = mapped_column(String(255))  # None: not a Python project
     author: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyRow(Base):
+    """One version of an index's policy; every change is a new row (history is kept)."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("index_name", "version", name="uq_policy_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)  # the TOML document ("" = no policy)
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.core.simple import FileEntry, version_from_filename
 from stockade.errors import (
+    Forbidden,
     IntegrityError,
     NotFound,
     PayloadTooLarge,
@@ -127,6 +128,14 @@ class FileService:
     ) -> tuple[FileEntry, IndexInfo]:
         """The page entry for ``filename`` and the index that really holds it."""
         served = await self._pages.project_page(index, project)
+        blocked = served.blocked(filename)
+        if blocked is not None:
+            raise Forbidden(
+                f"{filename} is blocked by the policy of index {index.name!r}: "
+                + "; ".join(r.line() for r in blocked.blocks),
+                f"see `stockade policy explain {index.name} {project}`; an admin can grant an "
+                "exception",
+            )
         entry = served.page.file(filename)
         if entry is None:
             raise NotFound(f"{filename} is not a file of {project!r} on index {index.name!r}")

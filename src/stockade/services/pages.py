@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.adapters.pypi import UpstreamIndex
+from stockade.core.policy.model import Decision
 from stockade.core.simple import JSON_V1, FileEntry, ProjectPage, render_html, render_json
 from stockade.core.virtual import MemberPage, merge
 from stockade.errors import InvalidRequest, NotFound, StockadeError, UpstreamError
 from stockade.services import repo
 from stockade.services.audit import AuditLog
 from stockade.services.indexes import IndexService
+from stockade.services.policies import PolicyService
 from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
 from stockade.types import IndexKind, NormalizedName
@@ -31,6 +33,7 @@ from stockade.types import IndexKind, NormalizedName
 log = logging.getLogger("stockade.pages")
 STALE_RETRY = 30.0  # seconds before a failed upstream is tried again for a stale page
 FAIL_RETRY = 5.0  # seconds a failure (with nothing cached) is answered without asking again
+POLICY_RECHECK = 300.0  # seconds: pages under time-based rules are re-decided this often
 MAX_ENTRIES = 50_000  # pages (and remembered misses) kept per process; oldest go first
 MAX_DEPTH = 8
 
@@ -54,6 +57,12 @@ class ServedPage:
     fresh_until: float  # time.monotonic() deadline; inf for private
     stale: str | None = None  # reason the page is stale, if it is
     renders: dict[str, Rendered] = field(default_factory=dict)
+    # Policy decisions for every file of the unfiltered page (empty: the index has no policy).
+    decisions: dict[str, Decision] = field(default_factory=dict)
+
+    def blocked(self, filename: str) -> Decision | None:
+        d = self.decisions.get(filename)
+        return d if d is not None and not d.allowed else None
 
     def render(self, ctype: str) -> Rendered:
         key = "json" if ctype == JSON_V1 else "html"
@@ -74,6 +83,7 @@ class PageService:
         upstreams: dict[str, UpstreamIndex],
         upstream_factory: object,
         audit: AuditLog,
+        policies: PolicyService,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
@@ -81,6 +91,7 @@ class PageService:
         self._upstream_factory = upstream_factory
         self._upstreams = upstreams
         self._audit = audit
+        self._policies = policies
         self._cache: dict[tuple[str, str], ServedPage | None] = {}
         self._neg_until: dict[tuple[str, str], float] = {}
         self._failed: dict[tuple[str, str], tuple[float, UpstreamError]] = {}
@@ -149,11 +160,41 @@ class PageService:
             served = await asyncio.shield(task)
         else:
             served = await self._virtual(index, project, depth)
+        if served is not None:
+            served = await self._apply_policy(index, served)
         self._remember(key, served)
         if served is None:
             ttl = self._settings.page_ttl if index.kind is not IndexKind.PRIVATE else 3600.0
             self._neg_until[key] = now + min(ttl, 60.0)
         return served
+
+    async def _apply_policy(self, index: IndexInfo, served: ServedPage) -> ServedPage:
+        """Keep only the files the index's policy allows; remember every decision."""
+        policy = await self._policies.current(index.name)
+        if policy is None:
+            return served
+        decisions = await self._policies.decide(policy, served.page)
+        allowed = tuple(f for f in served.page.files if decisions[f.filename].allowed)
+        for name, d in decisions.items():
+            if d.warnings:
+                self._audit.record(
+                    "policy.warn",
+                    index=index.name,
+                    project=served.page.name,
+                    filename=name,
+                    outcome="warned",
+                    rules=[r.line() for r in d.warnings],
+                )
+        fresh_until = served.fresh_until
+        if policy.time_based:  # quarantine and grace periods end by themselves
+            fresh_until = min(fresh_until, time.monotonic() + POLICY_RECHECK)
+        return ServedPage(
+            page=replace(served.page, files=allowed),
+            kind=served.kind,
+            fresh_until=fresh_until,
+            stale=served.stale,
+            decisions=decisions,
+        )
 
     def _remember(self, key: tuple[str, str], served: ServedPage | None) -> None:
         self._cache.pop(key, None)

@@ -21,6 +21,7 @@ from stockade.services.files import FileService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
 from stockade.services.pages import PageService
+from stockade.services.policies import PolicyService
 from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
 from stockade.services.vulndb import VulnDB
@@ -40,6 +41,8 @@ class Runtime:
         self.audit = AuditLog(self.sessions)
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
+        self.vulns = VulnDB(self.sessions)
+        self.policies = PolicyService(self.sessions, self.vulns)
         self.pages = PageService(
             settings,
             self.sessions,
@@ -47,12 +50,12 @@ class Runtime:
             {},
             self._upstream,
             self.audit,
+            self.policies,
         )
         self.files = FileService(
             settings, self.sessions, self.store, self.indexes, self.pages, self.audit, self.http
         )
         self.uploads = UploadService(self.sessions, self.store, self.pages, self.audit)
-        self.vulns = VulnDB(self.sessions)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -90,6 +93,7 @@ class Runtime:
         self.tokens.clear()
         self.pages.clear()
         self.vulns.clear()
+        self.policies.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""

@@ -24,14 +24,13 @@ from typing import Any
 import orjson
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.vulns.conda_names import CondaNames, shipped
 from stockade.core.vulns.match import CompiledAffected
 from stockade.core.vulns.osv import Advisory, Affected, Event, OsvError, Range, parse_osv
-from stockade.core.vulns.versions import scheme_for
 from stockade.db.models import (
     AdvisoryAliasRow,
     AdvisoryPackageRow,
@@ -210,6 +209,7 @@ class Finding:
     status: str  # affected | not_affected | under_investigation | fixed
     decided_by: str  # "feed" | "curation"
     curation: Curation | None = None
+    published: dt.datetime | None = None
 
     @property
     def counts(self) -> bool:
@@ -250,6 +250,7 @@ class _AdvisoryMeta:
     rating: str | None
     withdrawn: bool
     aliases: tuple[str, ...]
+    published: dt.datetime | None = None
 
 
 class _Entry:
@@ -695,6 +696,7 @@ class VulnDB:
             status=cur.status if cur else "affected",
             decided_by="curation" if cur else "feed",
             curation=cur,
+            published=m.published,
         )
 
     async def _snapshot(self) -> _Snapshot:
@@ -713,6 +715,7 @@ class VulnDB:
                 AdvisoryRow.summary,
                 AdvisoryRow.severity_score,
                 AdvisoryRow.severity_rating,
+                AdvisoryRow.published,
             )
             live = (await s.execute(select(*cols).where(AdvisoryRow.withdrawn.is_(None)))).all()
             aliases: dict[str, list[str]] = defaultdict(list)
@@ -727,6 +730,7 @@ class VulnDB:
                     r.severity_rating,
                     False,
                     tuple(sorted(aliases.get(r.id, ()))),
+                    aware(r.published),
                 )
                 for r in live
             }
@@ -750,44 +754,6 @@ class VulnDB:
                 r.conda_name: r.pypi_name for r in (await s.execute(select(CondaNameRow))).scalars()
             }
         return _Snapshot(dict(packages), dict(curations), CondaNames(overrides))
-
-    async def _meta(self, s: AsyncSession, ids: list[str]) -> dict[str, _AdvisoryMeta]:
-        out: dict[str, _AdvisoryMeta] = {}
-        aliases = await self._aliases(s, ids)
-        for chunk in _chunks(ids, 500):
-            q = select(
-                AdvisoryRow.id,
-                AdvisoryRow.summary,
-                AdvisoryRow.severity_score,
-                AdvisoryRow.severity_rating,
-                AdvisoryRow.withdrawn,
-            ).where(AdvisoryRow.id.in_(chunk))
-            for r in (await s.execute(q)).all():
-                out[r.id] = _AdvisoryMeta(
-                    r.id,
-                    r.summary,
-                    r.severity_score,
-                    r.severity_rating,
-                    r.withdrawn is not None,
-                    aliases.get(r.id, ()),
-                )
-        return out
-
-    async def _curations(
-        self, s: AsyncSession, ids: list[str]
-    ) -> dict[tuple[str, str, str], list[Curation]]:
-        """Newest first, per (advisory, ecosystem, package)."""
-        out: dict[tuple[str, str, str], list[Curation]] = defaultdict(list)
-        for chunk in _chunks(ids, 500):
-            q = (
-                select(CurationRow)
-                .where(CurationRow.advisory_id.in_(chunk))
-                .order_by(CurationRow.id.desc())
-            )
-            for row in (await s.execute(q)).scalars():
-                c = _curation(row)
-                out[(c.advisory_id, c.ecosystem, c.package)].append(c)
-        return out
 
     # -- curation ------------------------------------------------------------------------------
 
@@ -930,21 +896,3 @@ def _iso(when: dt.datetime | None) -> str | None:
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
-
-
-def version_key(ecosystem: str, v: str) -> Any:
-    scheme = scheme_for(ecosystem)
-    if scheme is None:
-        return (0, v)
-    try:
-        return (1, scheme.parse(v))
-    except ValueError:
-        return (0, v)
-
-
-def is_pep440(v: str) -> bool:
-    try:
-        Version(v)
-    except InvalidVersion:
-        return False
-    return True

@@ -110,6 +110,15 @@ class Policy:
     text: str = ""
 
     @property
+    def time_based(self) -> bool:
+        """Whether decisions can change with time alone (quarantine, grace periods)."""
+        return any(
+            (r.kind == "age" and r.options["min_days"])
+            or (r.kind == "vulnerabilities" and r.options["grace_days"])
+            for r in self.rules
+        )
+
+    @property
     def hides_yanked(self) -> bool:
         return any(
             r.kind == "yanked" and r.options["action"] == "hide" and r.mode == "enforce"

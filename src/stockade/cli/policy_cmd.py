@@ -1,0 +1,139 @@
+"""``stockade policy set|show|history|explain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
+from stockade.core.policy.model import Decision
+from stockade.core.simple import version_from_filename
+from stockade.errors import StockadeError
+from stockade.services.policies import PolicyVersion
+from stockade.services.runtime import Runtime
+from stockade.types import canonicalize_name
+
+app = typer.Typer(
+    help="Per-index policies: what an index serves, and why not.", no_args_is_help=True
+)
+
+
+@app.command("set")
+def set_(
+    index: str,
+    file: Path = typer.Option(..., "--file", help="Policy document (TOML); empty = no policy."),
+    author: str = typer.Option(None, "--author", help="Who changes it (default: login name)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Store a new version of INDEX's policy (a malformed one is rejected; the old one stays)."""
+    from stockade.cli.vuln_cmd import _whoami
+    from stockade.errors import InvalidRequest
+
+    def read() -> str:
+        try:
+            return file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"cannot read {file}: {exc}", "give a readable TOML file") from exc
+
+    async def go(r: Runtime) -> PolicyVersion:
+        await r.indexes.get(index)
+        made = await r.policies.set(index, text, author or _whoami())
+        r.audit.record("policy.set", actor=made.author, index=index, version=made.version)
+        await r.audit.flush()
+        r.changed()
+        return made
+
+    try:
+        text = read()
+        made = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(made.as_dict())
+    else:
+        typer.echo(f"policy of {index!r} is now version {made.version}")
+
+
+@app.command("show")
+def show(index: str, version: int = typer.Option(None, "--version"), json: bool = JsonOpt) -> None:
+    """Print the policy in force (or an older version)."""
+    try:
+        v = run(lambda r: r.policies.show(index, version))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(v.as_dict())
+    else:
+        typer.echo(
+            f"# policy of {index!r}, version {v.version}, by {v.author} at "
+            f"{v.created_at.isoformat()[:19]}"
+        )
+        typer.echo(v.text.rstrip())
+
+
+@app.command("history")
+def history(index: str, json: bool = JsonOpt) -> None:
+    """Every version of INDEX's policy, with author and time."""
+    try:
+        versions = run(lambda r: r.policies.history(index))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json([v.as_dict() for v in versions])
+        return
+    print_table(
+        f"Policy history of {index}",
+        ["version", "at", "author", "rules"],
+        [
+            [v.version, v.created_at.isoformat()[:19], v.author, v.text.count("[[rules]]")]
+            for v in versions
+        ],
+    )
+
+
+@app.command("explain")
+def explain(
+    index: str, project: str, version: str = typer.Argument(None), json: bool = JsonOpt
+) -> None:
+    """Per file of PROJECT on INDEX: allowed or blocked, by which rule and which data."""
+
+    async def go(r: Runtime) -> list[dict[str, Any]]:
+        info = await r.indexes.get(index)
+        served = await r.pages.project_page(info, canonicalize_name(project))
+        decisions: dict[str, Decision | None] = dict(served.decisions) or dict.fromkeys(
+            f.filename for f in served.page.files
+        )
+        rows = []
+        for filename, d in decisions.items():
+            file_version = version_from_filename(filename)
+            if version is not None and file_version != version:
+                continue
+            rows.append(
+                {
+                    "filename": filename,
+                    "version": file_version,
+                    "allowed": d is None or d.allowed,
+                    "blocked_by": [x.line() for x in d.blocks] if d else [],
+                    "warnings": [x.line() for x in d.warnings] if d else [],
+                }
+            )
+        return rows
+
+    try:
+        rows = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(rows)
+        return
+    for row in rows:
+        verdict = "allowed" if row["allowed"] else "BLOCKED"
+        typer.echo(f"{verdict:8} {row['filename']}")
+        for line in row["blocked_by"]:
+            typer.echo(f"         {line}")
+        for line in row["warnings"]:
+            typer.echo(f"         warn: {line}")
+    if not rows:
+        typer.echo(f"no files of {project} {version or ''} on {index}".rstrip())

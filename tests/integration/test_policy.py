@@ -1,0 +1,166 @@
+"""Policies enforced on a mirror, with real pip, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Server, UpstreamSet, client_env
+
+STRICT = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\n'
+WARN = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\nmode = "warn"\n'
+
+
+def pip_install(srv: Server, index: str, token: str, target: Path, *reqs: str) -> set[str]:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            srv.index_url(index, token),
+            "--target",
+            str(target),
+            *reqs,
+        ],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return {p.name for p in target.glob("*.dist-info")}
+
+
+def test_policy_blocks_vulnerable_versions_and_explains(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    (feed / "TEST-A.json").write_text(
+        json.dumps(
+            {
+                "id": "TEST-A",
+                "modified": "2024-01-01T00:00:00Z",
+                "aliases": ["CVE-2024-9999"],
+                "severity": [
+                    {"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}
+                ],
+                "affected": [
+                    {
+                        "package": {"ecosystem": "PyPI", "name": "alpha"},
+                        "ranges": [
+                            {
+                                "type": "ECOSYSTEM",
+                                "events": [{"introduced": "1.1"}, {"fixed": "1.2"}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    srv.cli("vulndb", "import", str(feed))
+    policy = tmp_path / "strict.toml"
+    policy.write_text(STRICT)
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("up")
+    # 1.1 is vulnerable, 2.0 is yanked: the resolver falls back to 1.0
+    assert pip_install(srv, "up", token, tmp_path / "a", "beta") == {
+        "alpha-1.0.dist-info",
+        "beta-1.0.dist-info",
+    }
+    with srv.http(token) as c:
+        page = c.get("/pypi/up/simple/alpha/").text
+        assert "alpha-1.1-py3-none-any.whl" not in page
+        assert "alpha-1.0-py3-none-any.whl" in page
+        r = c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "rule 1 (vulnerabilities)" in r.text
+        assert "TEST-A (critical, CVSS 9.8) ≥ high" in r.text
+    explained = srv.cli("policy", "explain", "up", "alpha").stdout
+    assert "BLOCKED  alpha-1.1-py3-none-any.whl" in explained
+    assert "allowed  alpha-1.0-py3-none-any.whl" in explained
+    as_json = json.loads(srv.cli("policy", "explain", "up", "alpha", "1.1", "--json").stdout)
+    assert {row["allowed"] for row in as_json} == {False}
+
+    # a malformed policy is rejected with its line; the previous one stays in force
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rules]]\nkind = "vulnerabilities"\n\n[[rules]]\nkind = "nope"\n')
+    res = srv.cli("policy", "set", "up", "--file", str(bad), check=False)
+    assert res.returncode == 1
+    assert "rule 2 (line 4): unknown kind 'nope'" in res.stderr
+    assert len(json.loads(srv.cli("policy", "history", "up", "--json").stdout)) == 1
+
+    # curation unblocks at once (also in the running server)
+    srv.cli(
+        "vuln",
+        "curate",
+        "TEST-A",
+        "--package",
+        "alpha",
+        "--status",
+        "not_affected",
+        "--justification",
+        "vulnerable_code_not_present",
+        "--reason",
+        "patched build",
+    )
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl").status_code == 200
+    assert pip_install(srv, "up", token, tmp_path / "b", "beta") == {
+        "alpha-1.1.dist-info",
+        "beta-1.0.dist-info",
+    }
+
+    # warn mode logs without blocking
+    srv.cli("vuln", "curate", "TEST-A", "--package", "alpha", "--status", "feed")
+    policy.write_text(WARN)
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl").status_code == 200
+    deadline = time.monotonic() + 5
+    while True:
+        events = json.loads(srv.cli("audit", "list", "--json", "--action", "policy.warn").stdout)
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert any(e["filename"] == "alpha-1.1-py3-none-any.whl" for e in events)
+    versions = json.loads(srv.cli("policy", "history", "up", "--json").stdout)
+    assert [v["version"] for v in versions] == [1, 2]
+
+
+def test_names_policy_on_a_virtual_index(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    srv.cli("index", "create", "internal", "--private")
+    srv.cli("index", "create", "prod", "--virtual", "internal,up")
+    policy = tmp_path / "names.toml"
+    policy.write_text(
+        '[[rules]]\nkind = "names"\nallow = ["alpha", "beta>=1"]\nallow_only = true\n'
+    )
+    srv.cli("policy", "set", "prod", "--file", str(policy))
+    token = srv.token("prod")
+    with srv.http(token) as c:
+        assert c.get("/pypi/prod/simple/gamma/").status_code == 200  # listed, but empty
+        assert "gamma-1.0" not in c.get("/pypi/prod/simple/gamma/").text
+        r = c.get("/pypi/prod/files/gamma/gamma-1.0-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "not on the allow-list" in r.text
+        # the member index itself is not affected by the virtual index's policy
+    with srv.http(srv.admin_token) as c:
+        assert c.get("/pypi/up/files/gamma/gamma-1.0-py3-none-any.whl").status_code == 200
+    assert pip_install(srv, "prod", token, tmp_path / "t", "beta") == {
+        "alpha-1.1.dist-info",
+        "beta-1.0.dist-info",
+    }
