@@ -164,3 +164,53 @@ def test_names_policy_on_a_virtual_index(
         "alpha-1.1.dist-info",
         "beta-1.0.dist-info",
     }
+
+
+def test_exception_unblocks_until_it_expires(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    policy = tmp_path / "deny.toml"
+    policy.write_text('[[rules]]\nkind = "names"\ndeny = ["alpha<2"]\n')
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("up")
+    url = "/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl"
+    with srv.http(token) as c:
+        assert c.get(url).status_code == 403
+    made = json.loads(
+        srv.cli(
+            "policy",
+            "allow",
+            "up",
+            "alpha==1.1",
+            "--reason",
+            "vendor patch",
+            "--expires",
+            "4s",
+            "--json",
+        ).stdout
+    )
+    assert (made["project"], made["specifier"]) == ("alpha", "==1.1")
+    with srv.http(token) as c:
+        assert c.get(url).status_code == 200
+        assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 403
+    explained = srv.cli("policy", "explain", "up", "alpha", "1.1").stdout
+    assert "exception #" in explained
+    assert "vendor patch" in explained
+    time.sleep(4.5)
+    with srv.http(token) as c:
+        assert c.get(url).status_code == 403  # expired: blocked again, no action needed
+    listed = json.loads(srv.cli("policy", "exceptions", "up", "--json").stdout)
+    assert [e["reason"] for e in listed] == ["vendor patch"]
+    no_reason = srv.cli("policy", "allow", "up", "alpha", "--reason", " ", check=False)
+    assert no_reason.returncode == 1
+    assert "reason" in no_reason.stderr
+    forever = json.loads(
+        srv.cli("policy", "allow", "up", "alpha", "--reason", "all of it", "--json").stdout
+    )
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 200
+    srv.cli("policy", "revoke-exception", str(forever["id"]))
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 403

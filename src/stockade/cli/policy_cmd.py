@@ -11,7 +11,7 @@ from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
 from stockade.core.policy.model import Decision
 from stockade.core.simple import version_from_filename
 from stockade.errors import StockadeError
-from stockade.services.policies import PolicyVersion
+from stockade.services.policies import PolicyException, PolicyVersion
 from stockade.services.runtime import Runtime
 from stockade.types import canonicalize_name
 
@@ -117,6 +117,7 @@ def explain(
                     "allowed": d is None or d.allowed,
                     "blocked_by": [x.line() for x in d.blocks] if d else [],
                     "warnings": [x.line() for x in d.warnings] if d else [],
+                    "exception": d.exception if d else None,
                 }
             )
         return rows
@@ -133,7 +134,108 @@ def explain(
         typer.echo(f"{verdict:8} {row['filename']}")
         for line in row["blocked_by"]:
             typer.echo(f"         {line}")
+        if row["exception"]:
+            typer.echo(f"         exception {row['exception']}")
         for line in row["warnings"]:
-            typer.echo(f"         warn: {line}")
+            typer.echo(f"         {'overridden' if row['exception'] else 'warn'}: {line}")
     if not rows:
         typer.echo(f"no files of {project} {version or ''} on {index}".rstrip())
+
+
+@app.command("allow")
+def allow(
+    index: str,
+    requirement: str = typer.Argument(..., help="NAME or NAME with a specifier, e.g. alpha==1.1"),
+    reason: str = typer.Option(..., "--reason", help="Why this is acceptable (required)."),
+    expires: str = typer.Option(
+        None, "--expires", help="Lifetime such as 7d, 30d (default: none)."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Grant an exception: serve matching files despite the policy, until it expires."""
+    from stockade.cli.vuln_cmd import _whoami
+
+    async def go(r: Runtime) -> PolicyException:
+        await r.indexes.get(index)
+        made = await r.policies.allow(
+            index, requirement, reason=reason, expires=expires, author=_whoami()
+        )
+        r.audit.record(
+            "policy.exception",
+            actor=made.author,
+            index=index,
+            project=made.project,
+            specifier=made.specifier,
+            reason=reason,
+            expires_at=made.expires_at.isoformat() if made.expires_at else None,
+        )
+        await r.audit.flush()
+        r.changed()
+        return made
+
+    try:
+        made = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(made.as_dict())
+    else:
+        until = made.expires_at.isoformat()[:19] if made.expires_at else "revoked"
+        typer.echo(
+            f"exception #{made.id}: {made.project}{made.specifier or ''} is served on "
+            f"{index!r} until {until}"
+        )
+
+
+@app.command("exceptions")
+def exceptions(index: str, json: bool = JsonOpt) -> None:
+    """Exceptions of INDEX, active and past."""
+    try:
+        items = run(lambda r: r.policies.exceptions(index))
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json([e.as_dict() for e in items])
+        return
+    print_table(
+        f"Policy exceptions of {index}",
+        ["id", "project", "versions", "reason", "author", "expires", "revoked"],
+        [
+            [
+                e.id,
+                e.project,
+                e.specifier or "all",
+                e.reason,
+                e.author,
+                e.expires_at.isoformat()[:19] if e.expires_at else "never",
+                e.revoked_at.isoformat()[:19] if e.revoked_at else "",
+            ]
+            for e in items
+        ],
+    )
+
+
+@app.command("revoke-exception")
+def revoke_exception(exception_id: int, json: bool = JsonOpt) -> None:
+    """End an exception now."""
+
+    async def go(r: Runtime) -> PolicyException:
+        made = await r.policies.revoke_exception(exception_id)
+        r.audit.record(
+            "policy.exception_revoke",
+            index=made.index,
+            project=made.project,
+            exception=exception_id,
+        )
+        await r.audit.flush()
+        r.changed()
+        return made
+
+    try:
+        made = run(go)
+    except StockadeError as exc:
+        fail(exc)
+    if json:
+        print_json(made.as_dict())
+    else:
+        typer.echo(f"exception #{exception_id} revoked")

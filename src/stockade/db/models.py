@@ -202,3 +202,20 @@ class PolicyRow(Base):
     text: Mapped[str] = mapped_column(Text)  # the TOML document ("" = no policy)
     author: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyExceptionRow(Base):
+    """An admin's exception: files of a project (and version range) served despite the policy."""
+
+    __tablename__ = "policy_exceptions"
+    __table_args__ = (Index("ix_policy_exc_index", "index_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    specifier: Mapped[str | None] = mapped_column(String(255))  # None = every version
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

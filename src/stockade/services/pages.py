@@ -173,7 +173,7 @@ class PageService:
         policy = await self._policies.current(index.name)
         if policy is None:
             return served
-        decisions = await self._policies.decide(policy, served.page)
+        decisions = await self._policies.decide(policy, served.page, index=index.name)
         allowed = tuple(f for f in served.page.files if decisions[f.filename].allowed)
         for name, d in decisions.items():
             if d.warnings:
@@ -188,6 +188,10 @@ class PageService:
         fresh_until = served.fresh_until
         if policy.time_based:  # quarantine and grace periods end by themselves
             fresh_until = min(fresh_until, time.monotonic() + POLICY_RECHECK)
+        expiry = await self._policies.next_expiry(index.name)
+        if expiry is not None:  # so do exceptions
+            left = (expiry - repo.utcnow()).total_seconds()
+            fresh_until = min(fresh_until, time.monotonic() + max(left, 0.0))
         return ServedPage(
             page=replace(served.page, files=allowed),
             kind=served.kind,

@@ -6,16 +6,76 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
 from stockade.core.policy.model import Decision
 from stockade.core.simple import ProjectPage
-from stockade.db.models import PolicyRow
-from stockade.errors import NotFound
+from stockade.db.models import PolicyExceptionRow, PolicyRow
+from stockade.errors import InvalidRequest, NotFound
 from stockade.services.repo import aware, utcnow
 from stockade.services.vulndb import VulnDB
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyException:
+    id: int
+    index: str
+    project: str
+    specifier: str | None
+    reason: str
+    author: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def covers(self, project: str, version: str | None) -> bool:
+        if project != self.project:
+            return False
+        if not self.specifier:
+            return True
+        if version is None:
+            return False
+        try:
+            return SpecifierSet(self.specifier).contains(version, prereleases=True)
+        except (InvalidSpecifier, InvalidVersion):
+            return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "index": self.index,
+            "project": self.project,
+            "specifier": self.specifier,
+            "reason": self.reason,
+            "author": self.author,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def _exception(row: PolicyExceptionRow) -> PolicyException:
+    return PolicyException(
+        row.id,
+        row.index_name,
+        row.project,
+        row.specifier,
+        row.reason,
+        row.author,
+        aware(row.created_at) or utcnow(),
+        aware(row.expires_at),
+        aware(row.revoked_at),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +107,11 @@ class PolicyService:
         self._sessions = sessions
         self._vulns = vulns
         self._cache: dict[str, Policy | None] = {}
+        self._exc_cache: dict[str, list[PolicyException]] = {}
 
     def clear(self) -> None:
         self._cache.clear()
+        self._exc_cache.clear()
 
     async def set(self, index: str, text: str, author: str | None) -> PolicyVersion:
         """Validate and store a new version; a malformed document changes nothing."""
@@ -94,11 +156,68 @@ class PolicyService:
             self._cache[index] = parse_policy(text) if text.strip() else None
         return self._cache[index]
 
+    async def allow(
+        self,
+        index: str,
+        requirement: str,
+        *,
+        reason: str,
+        expires: str | None,
+        author: str | None,
+    ) -> PolicyException:
+        """Serve ``NAME`` or ``NAME<specifier>`` despite the policy, until ``expires``."""
+        try:
+            req = Requirement(requirement)
+        except InvalidRequirement as exc:
+            raise InvalidRequest(
+                f"cannot read {requirement!r}: {exc}", "e.g. alpha==1.1 or 'alpha>=1,<2'"
+            ) from exc
+        if not reason.strip():
+            raise InvalidRequest("an exception needs a --reason")
+        expires_at = utcnow() + parse_duration(expires) if expires else None
+        async with self._sessions() as s, s.begin():
+            row = PolicyExceptionRow(
+                index_name=index,
+                project=canonicalize_name(req.name),
+                specifier=str(req.specifier) or None,
+                reason=reason,
+                author=author,
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
+            s.add(row)
+            await s.flush()
+            made = _exception(row)
+        self.clear()
+        return made
+
+    async def exceptions(self, index: str, active_only: bool = False) -> list[PolicyException]:
+        rows = self._exc_cache.get(index)
+        if rows is None:
+            async with self._sessions() as s:
+                q = select(PolicyExceptionRow).where(PolicyExceptionRow.index_name == index)
+                result = await s.execute(q.order_by(PolicyExceptionRow.id))
+                rows = [_exception(r) for r in result.scalars()]
+            self._exc_cache[index] = rows
+        now = utcnow()
+        return [e for e in rows if e.active(now)] if active_only else rows
+
+    async def revoke_exception(self, exception_id: int) -> PolicyException:
+        async with self._sessions() as s, s.begin():
+            row = await s.get(PolicyExceptionRow, exception_id)
+            if row is None:
+                raise NotFound(f"no policy exception {exception_id}")
+            row.revoked_at = row.revoked_at or utcnow()
+            made = _exception(row)
+        self.clear()
+        return made
+
     async def decide(
-        self, policy: Policy, page: ProjectPage, now: datetime | None = None
+        self, policy: Policy, page: ProjectPage, now: datetime | None = None, index: str = ""
     ) -> dict[str, Decision]:
         """The decision for every file on a page (vulnerabilities looked up once per version)."""
         now = now or utcnow()
+        active = await self.exceptions(index, active_only=True) if index else []
         versions = sorted({f.version for f in page.files if f.version})
         found = await self._vulns.query_many(("PyPI", page.name, v) for v in versions)
         by_version = {
@@ -124,5 +243,18 @@ class PolicyService:
                 upload_time=uploaded,
                 vulns=by_version.get(f.version or "", ()),
             )
-            out[f.filename] = evaluate(policy, facts, now)
+            decision = evaluate(policy, facts, now)
+            if not decision.allowed:
+                exc = next((e for e in active if e.covers(page.name, f.version)), None)
+                if exc is not None:
+                    until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
+                    decision = decision.excepted(
+                        f"#{exc.id} by {exc.author or 'unknown'} until {until}: {exc.reason}"
+                    )
+            out[f.filename] = decision
         return out
+
+    async def next_expiry(self, index: str) -> datetime | None:
+        """When the earliest active exception of ``index`` ends (pages must re-decide then)."""
+        ends = [e.expires_at for e in await self.exceptions(index, True) if e.expires_at]
+        return min(ends) if ends else None

@@ -89,11 +89,18 @@ class Decision:
     allowed: bool
     blocks: tuple[Reason, ...] = ()
     warnings: tuple[Reason, ...] = ()
+    exception: str | None = None  # why an exception let a blocked file through
 
     def summary(self) -> str:
+        if self.exception:
+            return f"allowed by exception ({self.exception})"
         if self.allowed:
             return "allowed" + (f" (warn: {self.warnings[0].message})" if self.warnings else "")
         return "blocked by " + "; ".join(r.line() for r in self.blocks)
+
+    def excepted(self, why: str) -> Decision:
+        """This decision overridden by an exception: allowed, the blocks kept as warnings."""
+        return Decision(True, (), self.warnings + self.blocks, why)
 
 
 @dataclass(frozen=True, slots=True)
