@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import Server, UpstreamSet, client_env
+from tests.conftest import Server, UpstreamSet
+from tests.integration.test_clients import installed, pip
 
 STRICT = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\n'
 WARN = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\nmode = "warn"\n'
 
 
 def pip_install(srv: Server, index: str, token: str, target: Path, *reqs: str) -> set[str]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--index-url",
-            srv.index_url(index, token),
-            "--target",
-            str(target),
-            *reqs,
-        ],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return {p.name for p in target.glob("*.dist-info")}
+    pip("install", "--index-url", srv.index_url(index, token), "--target", str(target), *reqs)
+    return installed(target)
 
 
 def test_policy_blocks_vulnerable_versions_and_explains(
