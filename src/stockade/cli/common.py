@@ -32,8 +32,19 @@ def settings() -> Settings:
     return Settings.load()
 
 
-def run(fn: Callable[[Runtime], Awaitable[T]], s: Settings | None = None) -> T:
-    """Run ``fn`` with a Runtime, then tell running servers that configuration changed."""
+def run(
+    fn: Callable[[Runtime], Awaitable[T]], s: Settings | None = None, *, exit_code: int = 1
+) -> T:
+    """Run ``fn`` with a Runtime. A StockadeError is printed as a diagnostic on stderr and the
+    command exits with ``exit_code``."""
+    try:
+        return _run(fn, s)
+    except StockadeError as exc:
+        err.print(exc.diagnostics(), markup=False, highlight=False)
+        raise typer.Exit(exit_code) from None
+
+
+def _run(fn: Callable[[Runtime], Awaitable[T]], s: Settings | None) -> T:
     s = s or settings()
     if s.database_url.startswith("sqlite"):
         db_file = make_url(s.database_url).database

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
-from stockade.errors import InvalidRequest, StockadeError
+from stockade.cli.common import JsonOpt, print_json, print_table, run
+from stockade.errors import InvalidRequest
 from stockade.services.repo import IndexInfo
 from stockade.services.runtime import Runtime
 from stockade.types import IndexKind
@@ -42,31 +42,28 @@ def create(
 ) -> None:
     """Create an index: exactly one of --mirror, --private or --virtual."""
     chosen = [bool(mirror), private, bool(virtual)]
-    try:
-        if sum(chosen) != 1:
-            raise InvalidRequest(
-                "say what kind of index to create",
-                "give exactly one of --mirror URL, --private, --virtual A,B",
-            )
-        kind = IndexKind.MIRROR if mirror else IndexKind.PRIVATE if private else IndexKind.VIRTUAL
-        members = [m.strip() for m in (virtual or "").split(",") if m.strip()]
+    if sum(chosen) != 1:
+        raise InvalidRequest(
+            "say what kind of index to create",
+            "give exactly one of --mirror URL, --private, --virtual A,B",
+        )
+    kind = IndexKind.MIRROR if mirror else IndexKind.PRIVATE if private else IndexKind.VIRTUAL
+    members = [m.strip() for m in (virtual or "").split(",") if m.strip()]
 
-        async def go(r: Runtime) -> IndexInfo:
-            info = await r.indexes.create(
-                name,
-                kind,
-                upstream_url=mirror,
-                members=members,
-                anonymous_read=anonymous_read,
-                description=description,
-            )
-            r.audit.record("index.create", index=name, kind=kind.value, via="cli")
-            r.changed()
-            return info
+    async def go(r: Runtime) -> IndexInfo:
+        info = await r.indexes.create(
+            name,
+            kind,
+            upstream_url=mirror,
+            members=members,
+            anonymous_read=anonymous_read,
+            description=description,
+        )
+        r.audit.record("index.create", index=name, kind=kind.value, via="cli")
+        r.changed()
+        return info
 
-        info = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    info = run(go)
     if json:
         print_json(info.as_dict())
     else:
@@ -76,10 +73,7 @@ def create(
 @app.command("list")
 def list_(json: bool = JsonOpt) -> None:
     """List indexes."""
-    try:
-        items = run(lambda r: r.indexes.list())
-    except StockadeError as exc:
-        fail(exc)
+    items = run(lambda r: r.indexes.list())
     if json:
         print_json([i.as_dict() for i in items])
     else:
@@ -93,10 +87,7 @@ def list_(json: bool = JsonOpt) -> None:
 @app.command("show")
 def show(name: str, json: bool = JsonOpt) -> None:
     """Show one index."""
-    try:
-        info = run(lambda r: r.indexes.get(name))
-    except StockadeError as exc:
-        fail(exc)
+    info = run(lambda r: r.indexes.get(name))
     if json:
         print_json(info.as_dict())
     else:
@@ -123,10 +114,7 @@ def update(
             r.changed()
         return await r.indexes.get(name)
 
-    try:
-        info = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    info = run(go)
     if json:
         print_json(info.as_dict())
     else:
@@ -148,10 +136,7 @@ def delete(
         r.audit.record("index.delete", index=name, via="cli")
         r.changed()
 
-    try:
-        run(go)
-    except StockadeError as exc:
-        fail(exc)
+    run(go)
     if json:
         print_json({"deleted": name})
     else:

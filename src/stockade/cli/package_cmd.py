@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
-from stockade.errors import StockadeError
+from stockade.cli.common import JsonOpt, print_json, print_table, run
 from stockade.services import repo
 from stockade.services.repo import FileInfo
 from stockade.services.runtime import Runtime
@@ -25,10 +24,7 @@ def list_(index: str, project: str = typer.Argument(None), json: bool = JsonOpt)
                 s, info.id, canonicalize_name(project) if project else None
             )
 
-    try:
-        files = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    files = run(go)
     if json:
         print_json([f.as_dict() for f in files])
         return
@@ -78,10 +74,7 @@ def _yank(
         r.changed()
         return n
 
-    try:
-        n = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    n = run(go)
     if json:
         print_json({"files": n, "yanked": yanked})
     else:
@@ -108,10 +101,7 @@ def delete(
         r.changed()
         return doomed
 
-    try:
-        doomed = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    doomed = run(go)
     if json:
         print_json([f.as_dict() for f in doomed])
     else:

@@ -7,10 +7,9 @@ from typing import Any
 
 import typer
 
-from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
+from stockade.cli.common import JsonOpt, print_json, print_table, run
 from stockade.core.policy.model import Decision
 from stockade.core.simple import version_from_filename
-from stockade.errors import StockadeError
 from stockade.services.policies import PolicyException, PolicyVersion
 from stockade.services.runtime import Runtime
 from stockade.types import canonicalize_name
@@ -45,11 +44,8 @@ def set_(
         r.changed()
         return made
 
-    try:
-        text = read()
-        made = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    text = read()
+    made = run(go)
     if json:
         print_json(made.as_dict())
     else:
@@ -59,10 +55,7 @@ def set_(
 @app.command("show")
 def show(index: str, version: int = typer.Option(None, "--version"), json: bool = JsonOpt) -> None:
     """Print the policy in force (or an older version)."""
-    try:
-        v = run(lambda r: r.policies.show(index, version))
-    except StockadeError as exc:
-        fail(exc)
+    v = run(lambda r: r.policies.show(index, version))
     if json:
         print_json(v.as_dict())
     else:
@@ -76,10 +69,7 @@ def show(index: str, version: int = typer.Option(None, "--version"), json: bool 
 @app.command("history")
 def history(index: str, json: bool = JsonOpt) -> None:
     """Every version of INDEX's policy, with author and time."""
-    try:
-        versions = run(lambda r: r.policies.history(index))
-    except StockadeError as exc:
-        fail(exc)
+    versions = run(lambda r: r.policies.history(index))
     if json:
         print_json([v.as_dict() for v in versions])
         return
@@ -122,10 +112,7 @@ def explain(
             )
         return rows
 
-    try:
-        rows = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    rows = run(go)
     if json:
         print_json(rows)
         return
@@ -173,10 +160,7 @@ def allow(
         r.changed()
         return made
 
-    try:
-        made = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    made = run(go)
     if json:
         print_json(made.as_dict())
     else:
@@ -190,10 +174,7 @@ def allow(
 @app.command("exceptions")
 def exceptions(index: str, json: bool = JsonOpt) -> None:
     """Exceptions of INDEX, active and past."""
-    try:
-        items = run(lambda r: r.policies.exceptions(index))
-    except StockadeError as exc:
-        fail(exc)
+    items = run(lambda r: r.policies.exceptions(index))
     if json:
         print_json([e.as_dict() for e in items])
         return
@@ -231,10 +212,7 @@ def revoke_exception(exception_id: int, json: bool = JsonOpt) -> None:
         r.changed()
         return made
 
-    try:
-        made = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    made = run(go)
     if json:
         print_json(made.as_dict())
     else:

@@ -33,7 +33,7 @@ def scan_inventory(inv: Inventory) -> list[Finding]:
         found = await r.vulns.query_many((p.ecosystem, p.name, p.version or "") for p in inv.pins)
         return [f for fs in found.values() for f in fs]
 
-    return run(go)
+    return run(go, exit_code=2)
 
 
 def sarif(findings: list[Finding], artifact: str) -> dict[str, Any]:

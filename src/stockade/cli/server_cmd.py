@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from stockade.cli.common import JsonOpt, err, fail, print_json, print_table, run
+from stockade.cli.common import JsonOpt, err, print_json, print_table, run
 from stockade.core.auth import ALL_INDEXES
 from stockade.db.engine import upgrade
 from stockade.errors import StockadeError
@@ -44,49 +44,46 @@ def init(
     json: bool = JsonOpt,
 ) -> None:
     """Create STOCKADE_HOME, its config and database; print the first admin token (last line)."""
-    try:
-        s = Settings.load()
-        s.home.mkdir(parents=True, exist_ok=True)
-        cfg = s.home / CONFIG_NAME
-        if not cfg.exists():
-            cfg.write_text(DEFAULT_TOML)
-        upgrade(s.database_url)
+    s = Settings.load()
+    s.home.mkdir(parents=True, exist_ok=True)
+    cfg = s.home / CONFIG_NAME
+    if not cfg.exists():
+        cfg.write_text(DEFAULT_TOML)
+    upgrade(s.database_url)
 
-        async def go(r: Runtime) -> tuple[str | None, list[str]]:
-            async with r.sessions() as sess:
-                existing = await repo.list_tokens(sess)
-            created: list[str] = []
-            if not no_default_indexes and not await r.indexes.list():
-                await r.indexes.create(
-                    "pypi",
-                    IndexKind.MIRROR,
-                    upstream_url=upstream,
-                    description="mirror of the public index",
-                )
-                await r.indexes.create(
-                    "internal",
-                    IndexKind.PRIVATE,
-                    description="company packages (upload with twine)",
-                )
-                await r.indexes.create(
-                    "main",
-                    IndexKind.VIRTUAL,
-                    members=["internal", "pypi"],
-                    description="internal first, then the mirror",
-                )
-                created = ["pypi", "internal", "main"]
-            if existing:
-                return None, created
-            secret, _ = await r.tokens.create(
-                index=ALL_INDEXES, scope=Scope.ADMIN, note="first admin token (stockade init)"
+    async def go(r: Runtime) -> tuple[str | None, list[str]]:
+        async with r.sessions() as sess:
+            existing = await repo.list_tokens(sess)
+        created: list[str] = []
+        if not no_default_indexes and not await r.indexes.list():
+            await r.indexes.create(
+                "pypi",
+                IndexKind.MIRROR,
+                upstream_url=upstream,
+                description="mirror of the public index",
             )
-            await r.audit.flush()
-            r.changed()
-            return secret, created
+            await r.indexes.create(
+                "internal",
+                IndexKind.PRIVATE,
+                description="company packages (upload with twine)",
+            )
+            await r.indexes.create(
+                "main",
+                IndexKind.VIRTUAL,
+                members=["internal", "pypi"],
+                description="internal first, then the mirror",
+            )
+            created = ["pypi", "internal", "main"]
+        if existing:
+            return None, created
+        secret, _ = await r.tokens.create(
+            index=ALL_INDEXES, scope=Scope.ADMIN, note="first admin token (stockade init)"
+        )
+        await r.audit.flush()
+        r.changed()
+        return secret, created
 
-        token, created = run(go, s)
-    except StockadeError as exc:
-        fail(exc)
+    token, created = run(go, s)
     base = f"http://{s.host}:{s.port}"
     if json:
         print_json(
@@ -130,16 +127,13 @@ def serve(
     """Run the server (embedded default: SQLite and a local folder under STOCKADE_HOME)."""
     import uvicorn
 
-    try:
-        s = Settings.load(host=host, port=port)
-        if not s.config_path.exists():
-            raise StockadeError(
-                f"{s.home} is not initialized", "run `stockade init` (or `make run`) first"
-            )
-        if s.database_url.startswith("sqlite"):
-            upgrade(s.database_url)
-    except StockadeError as exc:
-        fail(exc)
+    s = Settings.load(host=host, port=port)
+    if not s.config_path.exists():
+        raise StockadeError(
+            f"{s.home} is not initialized", "run `stockade init` (or `make run`) first"
+        )
+    if s.database_url.startswith("sqlite"):
+        upgrade(s.database_url)
     bound_port = s.port or _free_port(s.host)
     logging.basicConfig(level=s.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{s.host}:{bound_port}"
@@ -205,11 +199,8 @@ def _announce_when_ready(base: str, port: int, path: Path) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (run once per deployment, before starting new servers)."""
-    try:
-        s = Settings.load()
-        upgrade(s.database_url)
-    except StockadeError as exc:
-        fail(exc)
+    s = Settings.load()
+    upgrade(s.database_url)
     typer.echo("database is at the latest schema")
 
 
@@ -229,10 +220,7 @@ def audit_list(
                 sess, limit=limit, action=action, actor=actor, index_name=index
             )
 
-    try:
-        events = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    events = run(go)
     if json:
         print_json(events)
         return

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli.common import JsonOpt, fail, print_json, print_table, run
-from stockade.errors import InvalidRequest, StockadeError
+from stockade.cli.common import JsonOpt, print_json, print_table, run
+from stockade.errors import InvalidRequest
 from stockade.services.repo import TokenRecord
 from stockade.services.runtime import Runtime
 from stockade.types import Scope
@@ -24,21 +24,16 @@ def create(
 ) -> None:
     """Create a token; it is printed once, on the last line of stdout."""
     try:
-        try:
-            sc = Scope(scope)
-        except ValueError as exc:
-            raise InvalidRequest(f"unknown scope {scope!r}", "use read, write or admin") from exc
+        sc = Scope(scope)
+    except ValueError as exc:
+        raise InvalidRequest(f"unknown scope {scope!r}", "use read, write or admin") from exc
 
-        async def go(r: Runtime) -> tuple[str, TokenRecord]:
-            result = await r.tokens.create(
-                index=index, scope=sc, expires=expires, team=team, note=note
-            )
-            await r.audit.flush()
-            return result
+    async def go(r: Runtime) -> tuple[str, TokenRecord]:
+        result = await r.tokens.create(index=index, scope=sc, expires=expires, team=team, note=note)
+        await r.audit.flush()
+        return result
 
-        secret, rec = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    secret, rec = run(go)
     if json:
         print_json({**rec.as_dict(), "token": secret})
         return
@@ -55,10 +50,7 @@ def list_(
     json: bool = JsonOpt,
 ) -> None:
     """List tokens (ids and properties; secrets are never stored)."""
-    try:
-        records = run(lambda r: r.tokens.list(index=index, team=team))
-    except StockadeError as exc:
-        fail(exc)
+    records = run(lambda r: r.tokens.list(index=index, team=team))
     if json:
         print_json([r.as_dict() for r in records])
         return
@@ -93,10 +85,7 @@ def revoke(token_id: str, json: bool = JsonOpt) -> None:
         r.changed()
         return rec
 
-    try:
-        rec = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    rec = run(go)
     if json:
         print_json(rec.as_dict())
     else:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stockade.cli.common import JsonOpt, err, fail, out, print_json, print_table, run
-from stockade.errors import InvalidRequest, StockadeError
+from stockade.cli.common import JsonOpt, err, out, print_json, print_table, run
+from stockade.errors import InvalidRequest
 from stockade.services.runtime import Runtime
 from stockade.services.vulndb import JUSTIFICATIONS, RATINGS, STATUSES, Curation, ImportReport
 
@@ -64,10 +64,7 @@ def import_(
     json: bool = JsonOpt,
 ) -> None:
     """Import OSV advisories. Re-running with the same data changes nothing."""
-    try:
-        report = _import(path, json)
-    except StockadeError as exc:
-        fail(exc)
+    report = _import(path, json)
     _print_report(report, json)
 
 
@@ -88,10 +85,7 @@ def sync(
         r.changed()
         return report
 
-    try:
-        report = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    report = run(go)
     _print_report(report, json)
 
 
@@ -101,10 +95,7 @@ def show(
     json: bool = JsonOpt,
 ) -> None:
     """Show one advisory with its affected packages and curation history."""
-    try:
-        data = run(lambda r: r.vulns.show(ident))
-    except StockadeError as exc:
-        fail(exc)
+    data = run(lambda r: r.vulns.show(ident))
     if json:
         print_json(data)
         return
@@ -141,12 +132,7 @@ def list_(
     json: bool = JsonOpt,
 ) -> None:
     """List advisories, newest first."""
-    try:
-        rows = run(
-            lambda r: r.vulns.list_advisories(package=package, ecosystem=ecosystem, limit=limit)
-        )
-    except StockadeError as exc:
-        fail(exc)
+    rows = run(lambda r: r.vulns.list_advisories(package=package, ecosystem=ecosystem, limit=limit))
     if json:
         print_json(rows)
         return
@@ -174,10 +160,7 @@ def query(
     json: bool = JsonOpt,
 ) -> None:
     """Which advisories affect NAME VERSION (with curation applied)."""
-    try:
-        findings = run(lambda r: r.vulns.query(ecosystem, name, version))
-    except StockadeError as exc:
-        fail(exc)
+    findings = run(lambda r: r.vulns.query(ecosystem, name, version))
     if json:
         print_json([f.as_dict() for f in findings])
         return
@@ -252,10 +235,7 @@ def curate(
         r.changed()
         return c
 
-    try:
-        c = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    c = run(go)
     if json:
         print_json(c.as_dict())
     else:
@@ -270,10 +250,7 @@ def history(
     ident: str, package: str = typer.Option(None, "--package"), json: bool = JsonOpt
 ) -> None:
     """Every curation of an advisory, oldest first."""
-    try:
-        items = run(lambda r: r.vulns.history(ident, package))
-    except StockadeError as exc:
-        fail(exc)
+    items = run(lambda r: r.vulns.history(ident, package))
     if json:
         print_json([c.as_dict() for c in items])
         return
@@ -310,10 +287,7 @@ def add(
         r.changed()
         return ids
 
-    try:
-        ids = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    ids = run(go)
     if json:
         print_json({"added": ids})
     else:
@@ -341,10 +315,7 @@ def map_conda(
             r.changed()
         return await r.vulns.conda_mapping(conda_name)
 
-    try:
-        pypi, decided = run(go)
-    except StockadeError as exc:
-        fail(exc)
+    pypi, decided = run(go)
     if json:
         print_json({"conda": conda_name.lower(), "pypi": pypi, "decided_by": decided})
     else:

@@ -756,7 +756,8 @@ def _read_pylock(data: dict[str, object], label: str, acc: _Acc) -> None:
         elif isinstance(archive, dict):
             location = _str(archive, "url") or _str(archive, "path") or "?"
             hashes += _hash_table(archive.get("hashes"))
-        _add_locked(acc, label, name, version, location, hashes, state_version=True)
+        stated = f" (states version {version})" if version else ""
+        _add_locked(acc, label, name, version, location, hashes, why=f"not from an index{stated}")
 
 
 def _add_locked(
@@ -767,17 +768,17 @@ def _add_locked(
     location: str | None,
     hashes: tuple[str, ...] | list[str],
     *,
-    state_version: bool,
+    why: str = "not from an index",
 ) -> None:
-    """One locked PyPI package: a pin, or unpinned when it comes from outside an index."""
+    """One locked PyPI package: a pin, or unpinned when it comes from outside an index
+    (``why`` says where it comes from instead)."""
     if location is not None:
-        stated = f" (states version {version})" if version and state_version else ""
         acc.loose(
             PYPI,
             name,
             f"{name} @ {location}",
             label,
-            f"{label}: {name} @ {location}: not from an index{stated}, not a package version",
+            f"{label}: {name} @ {location}: {why}, not a package version",
             hashes,
         )
     elif version is None:
@@ -828,7 +829,7 @@ def _read_uv_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
             location = f"git+{source['git']}"
         else:
             location = _str(source, "url") or _str(source, "path") or _str(source, "directory")
-        _add_locked(acc, label, name, version, location, hashes, state_version=False)
+        _add_locked(acc, label, name, version, location, hashes)
 
 
 _POETRY_NON_INDEX: Final = frozenset({"git", "directory", "file", "url"})
@@ -851,21 +852,10 @@ def _read_poetry_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
         if isinstance(source, dict) and kind in _POETRY_NON_INDEX:
             url = _str(source, "url") or "?"
             ref = _str(source, "resolved_reference") or _str(source, "reference")
-            location = f"git+{url}@{ref}" if kind == "git" and ref else url
-            if kind == "git" and not ref:
-                location = f"git+{url}"
-            acc.loose(
-                PYPI,
-                name,
-                f"{name} @ {location}",
-                label,
-                f"{label}: {name} @ {location}: {kind} source, not a package version",
-                hashes,
-            )
-        elif version is None:
-            acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes)
+            location = f"git+{url}" + (f"@{ref}" if ref else "") if kind == "git" else url
+            _add_locked(acc, label, name, version, location, hashes, why=f"{kind} source")
         else:
-            acc.pin(PYPI, name, _pypi_version(version), label, hashes)
+            _add_locked(acc, label, name, version, None, hashes)
 
 
 def _poetry_hashes(entries: object) -> list[str]:
