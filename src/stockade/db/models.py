@@ -219,3 +219,25 @@ class PolicyExceptionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FileMetadataRow(Base):
+    """What Stockade read from a file's core metadata (METADATA, PKG-INFO), keyed by content.
+
+    Filled on upload, when a mirror stores a file, and from PEP 658 ``.metadata`` when a policy
+    needs facts (licenses) before anyone downloads the file. Immutable per sha256.
+    """
+
+    __tablename__ = "file_metadata"
+    __table_args__ = (Index("ix_file_metadata_project", "project", "version"),)
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(128))
+    license_expression: Mapped[str | None] = mapped_column(Text)  # normalized SPDX expression
+    license_raw: Mapped[str | None] = mapped_column(Text)  # what the metadata said
+    license_source: Mapped[str | None] = mapped_column(String(32))  # field it came from
+    requires_python: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))  # upload | file | metadata
+    error: Mapped[str | None] = mapped_column(Text)  # why the metadata could not be read
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
