@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
 
 from tests.conftest import Server, UpstreamSet
-from tests.integration.test_clients import installed, pip
+from tests.integration.test_clients import installed, pip, uv
 
 STRICT = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\n'
 WARN = '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\nmode = "warn"\n'
@@ -58,10 +59,58 @@ def test_policy_blocks_vulnerable_versions_and_explains(
         "alpha-1.0.dist-info",
         "beta-1.0.dist-info",
     }
+    reason = "rule 1 (vulnerabilities): TEST-A (critical, CVSS 9.8) ≥ high; fixed in 1.2"
+    # a pinned blocked version fails, and pip and uv both show why
+    pinned = pip(
+        "install",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "p"),
+        "alpha==1.1",
+        check=False,
+    )
+    assert pinned.returncode != 0
+    assert f"blocked by policy: {reason}" in pinned.stdout + pinned.stderr
+    assert "403" in pinned.stdout + pinned.stderr
+    assert not installed(tmp_path / "p")
+    uv_pinned = uv(
+        "pip",
+        "install",
+        "--no-cache",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "u"),
+        "alpha==1.1",
+        check=False,
+    )
+    assert uv_pinned.returncode != 0  # uv names the 403 but not the page's yank reason
+    assert "403 Forbidden" in uv_pinned.stderr
+    assert not installed(tmp_path / "u")
+    # uv resolves ranges to the newest allowed version
+    uv(
+        "pip",
+        "install",
+        "--no-cache",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "u2"),
+        "alpha<2",
+    )
+    assert installed(tmp_path / "u2") == {"alpha-1.0.dist-info"}
     with srv.http(token) as c:
+        # listed as yanked (PEP 592) with the reason, so resolvers skip it
         page = c.get("/pypi/up/simple/alpha/").text
-        assert "alpha-1.1-py3-none-any.whl" not in page
-        assert "alpha-1.0-py3-none-any.whl" in page
+        assert f'data-yanked="blocked by policy: {reason}">alpha-1.1-py3-none-any.whl' in page
+        assert "alpha-1.0-py3-none-any.whl</a>" in page
+        as_json = c.get(
+            "/pypi/up/simple/alpha/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        ).json()
+        yanked = {f["filename"]: f["yanked"] for f in as_json["files"]}
+        assert yanked["alpha-1.1-py3-none-any.whl"] == f"blocked by policy: {reason}"
+        assert yanked["alpha-1.0-py3-none-any.whl"] is False
         r = c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl")
         assert r.status_code == 403
         assert "rule 1 (vulnerabilities)" in r.text
@@ -72,13 +121,22 @@ def test_policy_blocks_vulnerable_versions_and_explains(
     as_json = json.loads(srv.cli("policy", "explain", "up", "alpha", "1.1", "--json").stdout)
     assert {row["allowed"] for row in as_json} == {False}
 
+    # blocked_files = "hidden": blocked files are left off the pages altogether
+    policy.write_text('blocked_files = "hidden"\n' + STRICT)
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    with srv.http(token) as c:
+        assert "alpha-1.1-py3-none-any.whl" not in c.get("/pypi/up/simple/alpha/").text
+        assert c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl").status_code == 403
+    assert "BLOCKED  alpha-1.1" in srv.cli("policy", "explain", "up", "alpha").stdout
+    policy.write_text(STRICT)
+
     # a malformed policy is rejected with its line; the previous one stays in force
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rules]]\nkind = "vulnerabilities"\n\n[[rules]]\nkind = "nope"\n')
     res = srv.cli("policy", "set", "up", "--file", str(bad), check=False)
     assert res.returncode == 1
     assert "rule 2 (line 4): unknown kind 'nope'" in res.stderr
-    assert len(json.loads(srv.cli("policy", "history", "up", "--json").stdout)) == 1
+    assert len(json.loads(srv.cli("policy", "history", "up", "--json").stdout)) == 2
 
     # curation unblocks at once (also in the running server)
     srv.cli(
@@ -115,7 +173,7 @@ def test_policy_blocks_vulnerable_versions_and_explains(
         time.sleep(0.3)
     assert any(e["filename"] == "alpha-1.1-py3-none-any.whl" for e in events)
     versions = json.loads(srv.cli("policy", "history", "up", "--json").stdout)
-    assert [v["version"] for v in versions] == [1, 2]
+    assert [v["version"] for v in versions] == [1, 2, 3]
 
 
 def test_names_policy_on_a_virtual_index(
@@ -132,8 +190,9 @@ def test_names_policy_on_a_virtual_index(
     srv.cli("policy", "set", "prod", "--file", str(policy))
     token = srv.token("prod")
     with srv.http(token) as c:
-        assert c.get("/pypi/prod/simple/gamma/").status_code == 200  # listed, but empty
-        assert "gamma-1.0" not in c.get("/pypi/prod/simple/gamma/").text
+        page = c.get("/pypi/prod/simple/gamma/")
+        assert page.status_code == 200  # listed, every file marked blocked
+        assert 'data-yanked="blocked by policy: rule 1 (names): gamma 1.0 is not on' in page.text
         r = c.get("/pypi/prod/files/gamma/gamma-1.0-py3-none-any.whl")
         assert r.status_code == 403
         assert "not on the allow-list" in r.text
@@ -194,3 +253,30 @@ def test_exception_unblocks_until_it_expires(
     srv.cli("policy", "revoke-exception", str(forever["id"]))
     with srv.http(token) as c:
         assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 403
+
+
+def test_a_member_index_s_blocks_hold_through_a_virtual_index(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    srv.cli("index", "create", "internal", "--private")
+    srv.cli("index", "create", "prod", "--virtual", "internal,up")  # no policy of its own
+    policy = tmp_path / "deny.toml"
+    policy.write_text('[[rules]]\nkind = "names"\ndeny = ["alpha==1.1"]\n')
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("prod")
+    with srv.http(token) as c:
+        page = html.unescape(c.get("/pypi/prod/simple/alpha/").text)
+        assert (
+            "blocked by policy: rule 1 (names): alpha 1.1 matches deny pattern 'alpha==1.1'" in page
+        )
+        r = c.get("/pypi/prod/files/alpha/alpha-1.1-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "(policy of index 'up')" in r.text
+    explained = srv.cli("policy", "explain", "prod", "alpha", "1.1").stdout
+    assert "BLOCKED  alpha-1.1-py3-none-any.whl" in explained
+    assert pip_install(srv, "prod", token, tmp_path / "t", "beta") == {
+        "alpha-1.0.dist-info",
+        "beta-1.0.dist-info",
+    }

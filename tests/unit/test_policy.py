@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stockade.core.policy import FileFacts, PolicyError, VulnFact, evaluate, parse_policy
+from stockade.core.policy.model import member_block
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 CRIT = VulnFact("GHSA-1", "critical", 9.8, "affected", ("2.0",), NOW - timedelta(days=30))
@@ -89,6 +90,7 @@ def test_age_yanked_and_warn_mode() -> None:
         ("rules = 3\n", "'rules' must be an array"),
         ('[[rules]\nkind = "age"\n', "not valid TOML"),
         ("[policy]\nx = 1\n", "unknown top-level key"),
+        ('blocked_files = "gone"\n', 'blocked_files must be "yanked" or "hidden"'),
     ],
 )
 def test_malformed_policies_name_the_problem(text: str, message: str) -> None:
@@ -99,3 +101,15 @@ def test_malformed_policies_name_the_problem(text: str, message: str) -> None:
 
 def test_empty_policy_allows_everything() -> None:
     assert evaluate(parse_policy(""), facts(vulns=(CRIT,), yanked=True), NOW).allowed
+
+
+def test_blocked_files_are_listed_by_default_and_hidden_on_request() -> None:
+    assert parse_policy("").show_blocked
+    assert parse_policy('blocked_files = "yanked"\n').show_blocked
+    assert not parse_policy('blocked_files = "hidden"\n').show_blocked
+
+
+def test_a_member_block_reads_as_the_member_s_reason() -> None:
+    d = member_block("prod-mirror", "rule 1 (names): x is denied")
+    assert not d.allowed
+    assert d.summary() == "blocked by rule 1 (names): x is denied (policy of index 'prod-mirror')"

@@ -128,3 +128,23 @@ def test_parse_html_honours_base_and_relative_links() -> None:
 )
 def test_version_from_filename(filename: str, version: str) -> None:
     assert version_from_filename(filename) == version
+
+
+def test_blocked_files_render_as_yanked_with_the_reason() -> None:
+    base = page()
+    blocked = ProjectPage(
+        base.name,
+        (
+            FileEntry("foo_bar-1.0-py3-none-any.whl", SHA, blocked="rule 1 (names): <denied>"),
+            FileEntry("foo_bar-2.0.tar.gz", SHA, yanked=True, yanked_reason="oops", blocked="r"),
+        ),
+    )
+    html_page = render_html(blocked).decode()
+    assert 'data-yanked="blocked by policy: rule 1 (names): &lt;denied&gt;"' in html_page
+    assert 'data-yanked="blocked by policy: r; yanked: oops"' in html_page
+    doc = orjson.loads(render_json(blocked))
+    assert [f["yanked"] for f in doc["files"]] == [
+        "blocked by policy: rule 1 (names): <denied>",
+        "blocked by policy: r; yanked: oops",
+    ]
+    assert ProjectPage.from_json(blocked.to_json()) == blocked  # survives the page cache

@@ -8,8 +8,6 @@ from typing import Any
 import typer
 
 from stockade.cli.common import JsonOpt, print_json, print_table, run
-from stockade.core.policy.model import Decision
-from stockade.core.simple import version_from_filename
 from stockade.services.policies import PolicyException, PolicyVersion
 from stockade.services.runtime import Runtime
 from stockade.types import canonicalize_name
@@ -92,25 +90,7 @@ def explain(
     async def go(r: Runtime) -> list[dict[str, Any]]:
         info = await r.indexes.get(index)
         served = await r.pages.project_page(info, canonicalize_name(project))
-        decisions: dict[str, Decision | None] = dict(served.decisions) or dict.fromkeys(
-            f.filename for f in served.page.files
-        )
-        rows = []
-        for filename, d in decisions.items():
-            file_version = version_from_filename(filename)
-            if version is not None and file_version != version:
-                continue
-            rows.append(
-                {
-                    "filename": filename,
-                    "version": file_version,
-                    "allowed": d is None or d.allowed,
-                    "blocked_by": [x.line() for x in d.blocks] if d else [],
-                    "warnings": [x.line() for x in d.warnings] if d else [],
-                    "exception": d.exception if d else None,
-                }
-            )
-        return rows
+        return served.explain(version)
 
     rows = run(go)
     if json:

@@ -48,6 +48,18 @@ class FileEntry:
     size: int | None = None
     upload_time: str | None = None  # ISO 8601, "Z"
     origin: str | None = None  # index the file comes from (virtual indexes); not rendered
+    # Why a policy blocks this file, when the policy lists blocked files instead of hiding them:
+    # rendered as yanked (PEP 592) with this reason, so resolvers skip it and a pinned install
+    # shows the reason; the download itself is refused.
+    blocked: str | None = None
+
+    @property
+    def shown_yanked(self) -> str | bool:
+        """What the page says about yanking: False, True, or the reason."""
+        if self.blocked is not None:
+            reason = f"blocked by policy: {self.blocked}"
+            return f"{reason}; yanked: {self.yanked_reason}" if self.yanked_reason else reason
+        return (self.yanked_reason or True) if self.yanked else False
 
     @property
     def version(self) -> str | None:
@@ -119,6 +131,7 @@ def _entry_dict(f: FileEntry) -> dict[str, Any]:
         "size": f.size,
         "upload_time": f.upload_time,
         "origin": f.origin,
+        "blocked": f.blocked,
     }
 
 
@@ -178,7 +191,7 @@ def render_json(page: ProjectPage) -> bytes:
             )
             entry["core-metadata"] = meta
             entry["dist-info-metadata"] = meta
-        entry["yanked"] = (f.yanked_reason or True) if f.yanked else False
+        entry["yanked"] = f.shown_yanked
         if f.size is not None:
             entry["size"] = f.size
         if f.upload_time:
@@ -223,8 +236,9 @@ def render_html(page: ProjectPage) -> bytes:
             attrs.append(f'data-core-metadata="sha256={f.metadata_sha256}"')
         elif f.has_metadata:
             attrs.append('data-dist-info-metadata="true" data-core-metadata="true"')
-        if f.yanked:
-            attrs.append(f'data-yanked="{esc(f.yanked_reason or "")}"')
+        yanked = f.shown_yanked
+        if yanked is not False:
+            attrs.append(f'data-yanked="{esc(yanked if isinstance(yanked, str) else "")}"')
         out.append(f"<a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
     out.append("</body>\n</html>\n")
     return "".join(out).encode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -124,12 +125,16 @@ class FileService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def entry(
-        self, index: IndexInfo, project: NormalizedName, filename: str
+        self, index: IndexInfo, project: NormalizedName, filename: str, *, blocked_ok: bool = False
     ) -> tuple[FileEntry, IndexInfo]:
-        """The page entry for ``filename`` and the index that really holds it."""
+        """The page entry for ``filename`` and the index that really holds it.
+
+        ``blocked_ok``: also for a file the policy blocks (its PEP 658 metadata is served, so
+        a resolver can get far enough to show the client the reason on the page).
+        """
         served = await self._pages.project_page(index, project)
         blocked = served.blocked(filename)
-        if blocked is not None:
+        if blocked is not None and not blocked_ok:
             raise Forbidden(
                 f"{filename} is blocked by the policy of index {index.name!r}: "
                 + "; ".join(r.line() for r in blocked.blocks),
@@ -292,8 +297,9 @@ class FileService:
     async def metadata(
         self, index: IndexInfo, project: NormalizedName, filename: str
     ) -> StoredFile | bytes:
-        """PEP 658 core metadata of ``filename``."""
-        entry, origin = await self.entry(index, project, filename)
+        """PEP 658 core metadata of ``filename`` (also of a blocked file: metadata runs no code,
+        and pip reports a blocked pin's reason only after it has resolved)."""
+        entry, origin = await self.entry(index, project, filename, blocked_ok=True)
         if not entry.has_metadata:
             raise NotFound(f"no metadata file is published for {filename}")
         meta_sha = entry.metadata_sha256
@@ -312,8 +318,6 @@ class FileService:
         if len(body) > METADATA_MAX:
             raise PayloadTooLarge(f"metadata of {filename} is over {METADATA_MAX} bytes")
         if meta_sha:
-            import hashlib
-
             got = hashlib.sha256(body).hexdigest()
             if got != meta_sha:
                 self._audit.record(

@@ -14,12 +14,20 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.adapters.pypi import UpstreamIndex
-from stockade.core.policy.model import Decision
-from stockade.core.simple import JSON_V1, FileEntry, ProjectPage, render_html, render_json
+from stockade.core.policy.model import Decision, member_block
+from stockade.core.simple import (
+    JSON_V1,
+    FileEntry,
+    ProjectPage,
+    render_html,
+    render_json,
+    version_from_filename,
+)
 from stockade.core.virtual import MemberPage, merge
 from stockade.errors import InvalidRequest, NotFound, StockadeError, UpstreamError
 from stockade.services import repo
@@ -62,7 +70,33 @@ class ServedPage:
 
     def blocked(self, filename: str) -> Decision | None:
         d = self.decisions.get(filename)
-        return d if d is not None and not d.allowed else None
+        if d is not None:
+            return None if d.allowed else d
+        entry = self.page.file(filename)  # listed as blocked by a member index's policy
+        if entry is not None and entry.blocked is not None:
+            return member_block(entry.origin, entry.blocked)
+        return None
+
+    def explain(self, version: str | None = None) -> list[dict[str, Any]]:
+        """Per file (listed or hidden): allowed or blocked, by which rule, with which data."""
+        names = dict.fromkeys([*self.decisions, *(f.filename for f in self.page.files)])
+        rows = []
+        for filename in names:
+            file_version = version_from_filename(filename)
+            if version is not None and file_version != version:
+                continue
+            d = self.decisions.get(filename) or self.blocked(filename)
+            rows.append(
+                {
+                    "filename": filename,
+                    "version": file_version,
+                    "allowed": d is None or d.allowed,
+                    "blocked_by": [x.line() for x in d.blocks] if d else [],
+                    "warnings": [x.line() for x in d.warnings] if d else [],
+                    "exception": d.exception if d else None,
+                }
+            )
+        return rows
 
     def render(self, ctype: str) -> Rendered:
         key = "json" if ctype == JSON_V1 else "html"
@@ -174,7 +208,15 @@ class PageService:
         if policy is None:
             return served
         decisions = await self._policies.decide(policy, served.page, index=index.name)
-        allowed = tuple(f for f in served.page.files if decisions[f.filename].allowed)
+        if policy.show_blocked:
+            listed = tuple(
+                f
+                if decisions[f.filename].allowed
+                else replace(f, blocked=_why(decisions[f.filename]))
+                for f in served.page.files
+            )
+        else:
+            listed = tuple(f for f in served.page.files if decisions[f.filename].allowed)
         for name, d in decisions.items():
             if d.warnings:
                 self._audit.record(
@@ -193,7 +235,7 @@ class PageService:
             left = (expiry - repo.utcnow()).total_seconds()
             fresh_until = min(fresh_until, time.monotonic() + max(left, 0.0))
         return ServedPage(
-            page=replace(served.page, files=allowed),
+            page=replace(served.page, files=listed),
             kind=served.kind,
             fresh_until=fresh_until,
             stale=served.stale,
@@ -386,3 +428,8 @@ class PageService:
             if index.kind is IndexKind.PRIVATE:
                 return await repo.list_projects(s, index.id)
             return await repo.mirror_projects(s, index.id)
+
+
+def _why(decision: Decision) -> str:
+    """The one line a client shows for a blocked file."""
+    return "; ".join(r.line() for r in decision.blocks)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
-from stockade.core.policy.model import Decision
+from stockade.core.policy.model import Decision, member_block
 from stockade.core.simple import ProjectPage
 from stockade.db.models import PolicyExceptionRow, PolicyRow
 from stockade.errors import InvalidRequest, NotFound
@@ -243,6 +243,9 @@ class PolicyService:
                 upload_time=uploaded,
                 vulns=by_version.get(f.version or "", ()),
             )
+            if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
+                out[f.filename] = member_block(f.origin, f.blocked)
+                continue
             decision = evaluate(policy, facts, now)
             if not decision.allowed:
                 exc = next((e for e in active if e.covers(page.name, f.version)), None)

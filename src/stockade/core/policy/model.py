@@ -24,6 +24,10 @@ it object ("PYSEC-2019-217 (high) ≥ high"). Example::
     [[rules]]
     kind = "yanked"
     action = "hide"            # or "serve"
+
+Blocked files are listed on simple pages as yanked (PEP 592), with the reason, so resolvers
+skip them and a pinned install shows why; downloading one is refused (403). With the top-level
+``blocked_files = "hidden"`` they are left off the pages instead.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Reason:
     message: str
 
     def line(self) -> str:
+        if self.rule == 0:  # not one of this policy's rules (a member index's block)
+            return self.message
         return f"rule {self.rule} ({self.kind}{', warn' if self.mode == 'warn' else ''}): " + (
             self.message
         )
@@ -103,6 +109,13 @@ class Decision:
         return Decision(True, (), self.warnings + self.blocks, why)
 
 
+def member_block(origin: str | None, why: str) -> Decision:
+    """A file a member index's policy blocked, as seen through a virtual index: it stays
+    blocked (an exception belongs on the member index, whose policy made the decision)."""
+    where = f"index {origin!r}" if origin else "a member index"
+    return Decision(False, (Reason(0, "member", "enforce", f"{why} (policy of {where})"),))
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     index: int
@@ -115,6 +128,7 @@ class Rule:
 class Policy:
     rules: tuple[Rule, ...]
     text: str = ""
+    show_blocked: bool = True  # blocked_files = "yanked" (default) | "hidden"
 
     @property
     def time_based(self) -> bool:
@@ -146,10 +160,17 @@ def parse_policy(text: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy is not valid TOML: {exc}", "fix the line it names") from exc
-    unknown = sorted(set(doc) - {"rules"})
+    unknown = sorted(set(doc) - {"rules", "blocked_files"})
     if unknown:
         raise PolicyError(
-            f"unknown top-level key(s) {unknown}", "a policy is a list of [[rules]] tables"
+            f"unknown top-level key(s) {unknown}",
+            "a policy is a list of [[rules]] tables and, optionally, blocked_files",
+        )
+    shown = doc.get("blocked_files", "yanked")
+    if shown not in ("yanked", "hidden"):
+        raise PolicyError(
+            f'blocked_files must be "yanked" or "hidden", not {shown!r}',
+            "yanked: listed with the reason, so pinned installs show it; hidden: left off pages",
         )
     rules_raw = doc.get("rules", [])
     if not isinstance(rules_raw, list):
@@ -161,7 +182,7 @@ def parse_policy(text: str) -> Policy:
         if not isinstance(raw, dict):
             raise PolicyError(f"{where}: a rule must be a table")
         rules.append(_rule(i, dict(raw), where))
-    return Policy(tuple(rules), text)
+    return Policy(tuple(rules), text, show_blocked=shown == "yanked")
 
 
 def _take(
