@@ -132,6 +132,7 @@ def _core_metadata(
     requires_python: str | None,
     license: str | None,
     description: str | None,
+    headers: Sequence[str] = (),
 ) -> bytes:
     lines = [
         "Metadata-Version: 2.1",
@@ -141,6 +142,7 @@ def _core_metadata(
     ]
     if license is not None:
         lines.append(f"License: {license}")
+    lines.extend(headers)  # e.g. "License-Expression: MIT", "Classifier: License :: …"
     if requires_python is not None:
         lines.append(f"Requires-Python: {requires_python}")
     lines.extend(f"Provides-Extra: {extra}" for extra in _extras_from_requirements(requires_dist))
@@ -225,6 +227,7 @@ def _wheel_entries(
     metadata_version_override: str | None = None,
     description: str | None = None,
     include_metadata: bool = True,
+    headers: Sequence[str] = (),
 ) -> tuple[str, str, list[_Entry]]:
     """Return ``(filename, dist_info_dir, entries-without-RECORD)``."""
     dist = wheel_dist_name(name)
@@ -241,6 +244,7 @@ def _wheel_entries(
             requires_python=requires_python,
             license=license,
             description=description,
+            headers=headers,
         )
         entries.append(_Entry(f"{dist_info}/METADATA", metadata))
     wheel_file = (
@@ -269,6 +273,7 @@ def build_wheel(
     metadata_name: str | None = None,
     metadata_version_override: str | None = None,
     description: str | None = None,
+    headers: Sequence[str] = (),
 ) -> Path:
     """Build a valid, pip-installable pure-Python wheel and return its path.
 
@@ -289,6 +294,7 @@ def build_wheel(
         metadata_name=metadata_name,
         metadata_version_override=metadata_version_override,
         description=description,
+        headers=headers,
     )
     return _write_wheel_zip(Path(dest_dir) / filename, entries, dist_info=dist_info)
 

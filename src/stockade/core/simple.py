@@ -83,7 +83,7 @@ class ProjectPage:
                 seen[v] = None
         for v in self.extra_versions:
             seen[v] = None
-        return sorted(seen, key=_version_key)
+        return sorted(seen, key=version_key)
 
     def file(self, filename: str) -> FileEntry | None:
         for f in self.files:
@@ -135,7 +135,7 @@ def _entry_dict(f: FileEntry) -> dict[str, Any]:
     }
 
 
-def _version_key(v: str) -> tuple[int, Any]:
+def version_key(v: str) -> tuple[int, Any]:
     try:
         return (1, Version(v))
     except InvalidVersion:

@@ -16,9 +16,9 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -38,6 +38,7 @@ from stockade.errors import (
 from stockade.services import repo
 from stockade.services.audit import AuditLog
 from stockade.services.indexes import IndexService
+from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
@@ -113,7 +114,9 @@ class FileService:
         pages: PageService,
         audit: AuditLog,
         client: httpx.AsyncClient,
+        metadata: MetadataService | None = None,
     ) -> None:
+        self._metadata = metadata
         self._settings = settings
         self._sessions = sessions
         self._store = store
@@ -249,6 +252,10 @@ class FileService:
                 )
             fetch.writer.commit(sha)
             await self._record_mirrored(origin, project, entry, sha, fetch.written)
+            if self._metadata is not None:  # licences etc. for policies, read off the stored file
+                self._background(
+                    self._metadata.from_stored_file(sha, project, entry.version, entry.filename)
+                )
         except StockadeError as exc:
             fetch.error = exc
             fetch.writer.abort()
@@ -334,7 +341,20 @@ class FileService:
                     f"{meta_sha[:16]}…; not served"
                 )
             self._store.put_bytes(body)
+        if self._metadata is not None and entry.sha256:
+            await self._metadata.record(entry.sha256, project, entry.version, body, "metadata")
         return body
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work after a download failed")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         for t in list(self._tasks):

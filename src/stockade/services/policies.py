@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
-from stockade.core.policy.model import Decision, member_block
+from stockade.core.policy.model import Decision, FindingFact, member_block
 from stockade.core.simple import ProjectPage
 from stockade.db.models import PolicyExceptionRow, PolicyRow
 from stockade.errors import InvalidRequest, NotFound
+from stockade.services.metadata import MetadataService
 from stockade.services.repo import aware, utcnow
 from stockade.services.vulndb import VulnDB
 
@@ -102,10 +103,19 @@ def _version(row: PolicyRow) -> PolicyVersion:
     )
 
 
+MALICIOUS_PREFIX = "MAL-"  # OSV ids of known-malicious packages (ossf/malicious-packages)
+
+
 class PolicyService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], vulns: VulnDB) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vulns: VulnDB,
+        metadata: MetadataService | None = None,
+    ) -> None:
         self._sessions = sessions
         self._vulns = vulns
+        self._metadata = metadata
         self._cache: dict[str, Policy | None] = {}
         self._exc_cache: dict[str, list[PolicyException]] = {}
 
@@ -220,13 +230,27 @@ class PolicyService:
         active = await self.exceptions(index, active_only=True) if index else []
         versions = sorted({f.version for f in page.files if f.version})
         found = await self._vulns.query_many(("PyPI", page.name, v) for v in versions)
-        by_version = {
-            v: tuple(
+        by_version: dict[str, tuple[VulnFact, ...]] = {}
+        malicious: dict[str, tuple[FindingFact, ...]] = {}
+        for v in versions:
+            hits = found.get(("PyPI", page.name, v), ())
+            by_version[v] = tuple(
                 VulnFact(f.id, f.severity, f.score, f.status, f.fixed_versions, f.published)
-                for f in found.get(("PyPI", page.name, v), ())
+                for f in hits
+                if not f.id.startswith(MALICIOUS_PREFIX)
             )
-            for v in versions
-        }
+            malicious[v] = tuple(
+                FindingFact(
+                    "known-malicious-feed", "critical", "malicious", f"{f.id}: {f.summary or ''}"
+                )
+                for f in hits
+                if f.id.startswith(MALICIOUS_PREFIX) and f.status == "affected"
+            )
+        meta = (
+            await self._metadata.learn(page)
+            if self._metadata is not None and policy.needs_metadata
+            else {}
+        )
         out: dict[str, Decision] = {}
         for f in page.files:
             uploaded = None
@@ -242,6 +266,11 @@ class PolicyService:
                 yanked=f.yanked,
                 upload_time=uploaded,
                 vulns=by_version.get(f.version or "", ()),
+                size=f.size,
+                license=m.license if (m := meta.get(f.filename)) else None,
+                license_known=m is not None,
+                findings=malicious.get(f.version or "", ()),
+                index=index,
             )
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
                 out[f.filename] = member_block(f.origin, f.blocked)

@@ -20,6 +20,7 @@ from stockade.services.audit import AuditLog
 from stockade.services.files import FileService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
+from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
 from stockade.services.tokens import TokenService
@@ -42,7 +43,8 @@ class Runtime:
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.vulns = VulnDB(self.sessions)
-        self.policies = PolicyService(self.sessions, self.vulns)
+        self.metadata = MetadataService(self.sessions, self.store, self.http)
+        self.policies = PolicyService(self.sessions, self.vulns, self.metadata)
         self.pages = PageService(
             settings,
             self.sessions,
@@ -53,9 +55,18 @@ class Runtime:
             self.policies,
         )
         self.files = FileService(
-            settings, self.sessions, self.store, self.indexes, self.pages, self.audit, self.http
+            settings,
+            self.sessions,
+            self.store,
+            self.indexes,
+            self.pages,
+            self.audit,
+            self.http,
+            self.metadata,
         )
-        self.uploads = UploadService(self.sessions, self.store, self.pages, self.audit)
+        self.uploads = UploadService(
+            self.sessions, self.store, self.pages, self.audit, self.metadata
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:

@@ -15,6 +15,7 @@ from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import Conflict, InvalidRequest, NotFound, UploadRejected
 from stockade.services import repo
 from stockade.services.audit import AuditLog
+from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.repo import FileInfo, IndexInfo
 from stockade.types import IndexKind, canonicalize_name
@@ -39,8 +40,10 @@ class UploadService:
         store: BlobStore,
         pages: PageService,
         audit: AuditLog,
+        metadata: MetadataService | None = None,
         limits: ArchiveLimits | None = None,
     ) -> None:
+        self._metadata = metadata
         self._sessions = sessions
         self._store = store
         self._pages = pages
@@ -133,6 +136,8 @@ class UploadService:
             except BaseException:
                 await self._discard(stored)
                 raise
+            if self._metadata is not None:
+                await self._metadata.record(sha, meta.name, meta.version, meta.metadata, "upload")
             self._pages.clear()
             self._audit.record(
                 "upload",

@@ -25,6 +25,22 @@ it object ("PYSEC-2019-217 (high) ≥ high"). Example::
     kind = "yanked"
     action = "hide"            # or "serve"
 
+    [[rules]]
+    kind = "license"           # SPDX ids, expressions or globs, read from the core metadata
+    deny = ["GPL-*", "AGPL-*"]
+    allow = []                 # non-empty: only these
+    unknown = "allow"          # or "block": no licence in the metadata, or not read yet
+
+    [[rules]]
+    kind = "threats"           # findings of the threat checks and known-malicious feeds
+    block = ["malicious"]      # tiers: malicious, suspicious
+
+    [[rules]]
+    kind = "custom"            # a CEL expression over the file's facts (see core.policy.cel)
+    name = "big-sdists"
+    block_if = 'kind == "sdist" && size > 50000000'
+    message = "sdists over 50 MB need a review"
+
 Blocked files are listed on simple pages as yanked (PEP 592), with the reason, so resolvers
 skip them and a pinned install shows why; downloading one is refused (403). With the top-level
 ``blocked_files = "hidden"`` they are left off the pages instead.
@@ -43,11 +59,14 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from stockade.core.policy.cel import FACT_TYPES, CelError, compile_rule, facts_for
+from stockade.core.policy.licenses import LicenseMatcher
 from stockade.errors import InvalidRequest
 
 RATINGS = ("none", "low", "medium", "high", "critical")
 SEVERITIES = ("any", *RATINGS[1:])
-KINDS = ("vulnerabilities", "names", "age", "yanked")
+KINDS = ("vulnerabilities", "names", "age", "yanked", "license", "threats", "custom")
+TIERS = ("malicious", "suspicious")
 MODES = ("enforce", "warn")
 
 
@@ -66,6 +85,16 @@ class VulnFact:
 
 
 @dataclass(frozen=True, slots=True)
+class FindingFact:
+    """A threat check's finding about a file, or a known-malicious feed's entry."""
+
+    rule: str
+    severity: str
+    tier: str  # malicious | suspicious
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class FileFacts:
     project: str  # PEP 503 normalized
     version: str | None
@@ -73,6 +102,23 @@ class FileFacts:
     yanked: bool = False
     upload_time: datetime | None = None
     vulns: tuple[VulnFact, ...] = ()
+    size: int | None = None
+    license: str | None = None  # normalized SPDX expression from the core metadata
+    license_known: bool = False  # whether the metadata was read (license None: none in it)
+    findings: tuple[FindingFact, ...] = ()
+    provenance: bool | None = None
+    index: str = ""
+
+    @property
+    def kind(self) -> str:
+        name = self.filename.lower()
+        if name.endswith(".whl"):
+            return "wheel"
+        if name.endswith(".conda"):
+            return "conda"
+        if name.endswith((".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz")):
+            return "sdist"  # conda channels (issue 7) will say "conda" for their .tar.bz2
+        return "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +168,7 @@ class Rule:
     kind: str
     mode: str
     options: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +183,15 @@ class Policy:
         return any(
             (r.kind == "age" and r.options["min_days"])
             or (r.kind == "vulnerabilities" and r.options["grace_days"])
+            for r in self.rules
+        )
+
+    @property
+    def needs_metadata(self) -> bool:
+        """Whether decisions need facts from the files' core metadata (licences)."""
+        return any(
+            r.kind == "license"
+            or (r.kind == "custom" and "license" in r.options["program"].expression)
             for r in self.rules
         )
 
@@ -181,7 +237,7 @@ def parse_policy(text: str) -> Policy:
         where = f"rule {i}" + (f" (line {lines[i - 1]})" if i <= len(lines) else "")
         if not isinstance(raw, dict):
             raise PolicyError(f"{where}: a rule must be a table")
-        rules.append(_rule(i, dict(raw), where))
+        rules.append(_rule(i, dict(raw), where, lines[i - 1] if i <= len(lines) else None))
     return Policy(tuple(rules), text, show_blocked=shown == "yanked")
 
 
@@ -195,7 +251,7 @@ def _take(
     return value
 
 
-def _rule(index: int, raw: dict[str, Any], where: str) -> Rule:
+def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule:
     kind = _take(raw, "kind", str, "", where)
     if kind not in KINDS:
         raise PolicyError(f"{where}: unknown kind {kind!r}", f"use one of {', '.join(KINDS)}")
@@ -224,9 +280,38 @@ def _rule(index: int, raw: dict[str, Any], where: str) -> Rule:
         if action not in ("hide", "serve"):
             raise PolicyError(f"{where}: action must be hide or serve, not {action!r}")
         opts["action"] = action
+    elif kind == "license":
+        allow = [str(x) for x in _take(raw, "allow", list, [], where)]
+        deny = [str(x) for x in _take(raw, "deny", list, [], where)]
+        try:
+            opts["matcher"] = LicenseMatcher(allow=allow, deny=deny)
+        except ValueError as exc:
+            raise PolicyError(
+                f"{where}: {exc}", "use SPDX ids (MIT), expressions or globs (GPL-*)"
+            ) from exc
+        unknown = _take(raw, "unknown", str, "allow", where)
+        if unknown not in ("allow", "block"):
+            raise PolicyError(f"{where}: unknown must be allow or block, not {unknown!r}")
+        opts["unknown"] = unknown
+    elif kind == "threats":
+        tiers = _take(raw, "block", list, ["malicious"], where)
+        bad = [t for t in tiers if t not in TIERS]
+        if bad or not tiers:
+            raise PolicyError(f"{where}: block lists tiers {list(TIERS)}, not {bad or tiers}")
+        opts["block"] = tuple(tiers)
+    elif kind == "custom":
+        opts["name"] = _take(raw, "name", str, f"custom-{index}", where)
+        expression = _take(raw, "block_if", str, "", where)
+        if not expression.strip():
+            raise PolicyError(f"{where}: a custom rule needs block_if = '<CEL expression>'")
+        try:
+            opts["program"] = compile_rule(expression)
+        except CelError as exc:
+            raise PolicyError(f"{where}: {exc}", "facts: " + ", ".join(FACT_TYPES)) from exc
+        opts["message"] = _take(raw, "message", str, "", where)
     if raw:
         raise PolicyError(f"{where}: unknown option(s) {sorted(raw)} for kind {kind!r}")
-    return Rule(index, kind, mode, opts)
+    return Rule(index, kind, mode, opts, line)
 
 
 _PATTERN = re.compile(r"^\s*([A-Za-z0-9*?._\[\]-]+)\s*(.*)$")
@@ -329,4 +414,58 @@ def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | N
         if facts.yanked and o["action"] == "hide":
             return "the release is yanked"
         return None
+    if rule.kind == "license":
+        if facts.license is None:
+            if o["unknown"] == "allow":
+                return None
+            if facts.license_known:
+                return "no licence in the metadata (unknown = block)"
+            return "licence not known yet: the metadata has not been read (unknown = block)"
+        verdict = o["matcher"].check(facts.license)
+        return None if verdict.status == "ok" else verdict.message
+    if rule.kind == "threats":
+        found = [f for f in facts.findings if f.tier in o["block"]]
+        if not found:
+            return None
+        return "; ".join(f"{f.tier}: {f.rule} ({f.message})" for f in found[:5])
+    if rule.kind == "custom":
+        try:
+            matched = o["program"].evaluate(cel_facts(facts, now))
+        except CelError as exc:  # fail closed: a rule that cannot decide does not allow
+            return f"{o['name']} could not be evaluated: {exc}"
+        if not matched:
+            return None
+        return o["message"] or f"{o['name']} matched: {o['program'].expression}"
     return None
+
+
+def cel_facts(facts: FileFacts, now: datetime) -> dict[str, Any]:
+    """The CEL activation for one file (see core.policy.cel for the schema)."""
+    age = (now - facts.upload_time).total_seconds() / 86400 if facts.upload_time else None
+    return facts_for(
+        name=facts.project,
+        version=facts.version,
+        filename=facts.filename,
+        kind=facts.kind,
+        size=facts.size,
+        upload_time=facts.upload_time,
+        age_days=age,
+        yanked=facts.yanked,
+        license=facts.license,
+        vulns=[
+            {
+                "id": v.id,
+                "severity": v.severity or "",
+                "score": v.score,
+                "status": v.status,
+                "fixed": list(v.fixed_versions),
+            }
+            for v in facts.vulns
+        ],
+        findings=[
+            {"rule": f.rule, "severity": f.severity, "tier": f.tier, "message": f.message}
+            for f in facts.findings
+        ],
+        provenance=facts.provenance,
+        index=facts.index,
+    )
