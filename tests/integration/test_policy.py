@@ -280,3 +280,70 @@ def test_a_member_index_s_blocks_hold_through_a_virtual_index(
         "alpha-1.0.dist-info",
         "beta-1.0.dist-info",
     }
+
+
+def test_policy_api_and_draft_test(server: Server, upstream: UpstreamSet, tmp_path: Path) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    reader = srv.token("up")
+    with srv.http(reader) as c:  # pages the draft test will look at
+        assert c.get("/pypi/up/simple/alpha/").status_code == 200
+        assert c.get("/pypi/up/simple/gamma/").status_code == 200
+    with srv.http(srv.admin_token) as c:
+        assert c.get("/api/v1/indexes/up/policy").status_code == 404
+        deny_alpha = '[[rules]]\nkind = "names"\ndeny = ["alpha<2"]\n'
+        r = c.put("/api/v1/indexes/up/policy", content=deny_alpha)
+        assert r.status_code == 201
+        assert r.json()["version"] == 1
+        bad = c.put("/api/v1/indexes/up/policy", content='[[rules]]\nkind = "nope"\n')
+        assert bad.status_code == 400
+        assert "rule 1 (line 1): unknown kind 'nope'" in bad.text
+        assert c.get("/api/v1/indexes/up/policy").json()["text"] == deny_alpha
+        assert [v["version"] for v in c.get("/api/v1/indexes/up/policy/history").json()] == [1]
+        rows = c.get("/api/v1/indexes/up/policy/explain?project=alpha&version=1.0").json()
+        assert rows == [
+            {
+                "filename": "alpha-1.0-py3-none-any.whl",
+                "version": "1.0",
+                "allowed": False,
+                "blocked_by": ["rule 1 (names): alpha 1.0 matches deny pattern 'alpha<2'"],
+                "warnings": [],
+                "exception": None,
+            }
+        ]
+        # a draft: stop denying alpha, deny gamma instead
+        draft = '[[rules]]\nkind = "names"\ndeny = ["gamma"]\n'
+        report = c.post("/api/v1/indexes/up/policy/test", content=draft).json()
+        assert report["projects_checked"] == 2
+        assert report["newly_allowed"] == 3  # alpha 1.0, 1.1 wheel and 1.1 sdist
+        assert report["newly_blocked"] == 2  # gamma 1.0 and 9.0
+        by_project = {ch["project"]: ch for ch in report["changes"]}
+        assert {f["filename"] for f in by_project["gamma"]["newly_blocked"]} == {
+            "gamma-1.0-py3-none-any.whl",
+            "gamma-9.0-py3-none-any.whl",
+        }
+        # nothing was stored by the test
+        assert [v["version"] for v in c.get("/api/v1/indexes/up/policy/history").json()] == [1]
+        # exceptions through the API
+        made = c.post(
+            "/api/v1/indexes/up/policy/exceptions",
+            json={"requirement": "alpha==1.0", "reason": "vendor fork", "expires": "1d"},
+        )
+        assert made.status_code == 201
+        with srv.http(reader) as rc:
+            assert rc.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 200
+        gone = c.delete(f"/api/v1/indexes/up/policy/exceptions/{made.json()['id']}")
+        assert gone.status_code == 200
+        assert gone.json()["revoked_at"] is not None
+        with srv.http(reader) as rc:
+            assert rc.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 403
+    with srv.http(reader) as c:  # a read token may look, not change
+        assert c.get("/api/v1/indexes/up/policy").status_code == 200
+        assert c.put("/api/v1/indexes/up/policy", content="").status_code == 403
+    draft_file = tmp_path / "draft.toml"
+    draft_file.write_text('[[rules]]\nkind = "names"\ndeny = ["gamma"]\n')
+    out = srv.cli("policy", "test", "up", "--file", str(draft_file)).stdout
+    assert "2 projects, 6 files checked on 'up'" in out
+    assert "(2 newly blocked, 3 newly allowed)" in out
+    assert "+ blocked gamma-1.0-py3-none-any.whl: blocked by rule 1 (names)" in out
+    assert "- blocked alpha-1.0-py3-none-any.whl" in out

@@ -1,4 +1,4 @@
-"""``stockade policy set|show|history|explain``."""
+"""``stockade policy set|show|history|explain|test|allow|exceptions|revoke-exception``."""
 
 from __future__ import annotations
 
@@ -197,3 +197,69 @@ def revoke_exception(exception_id: int, json: bool = JsonOpt) -> None:
         print_json(made.as_dict())
     else:
         typer.echo(f"exception #{exception_id} revoked")
+
+
+@app.command("test")
+def draft_test(
+    index: str,
+    file: Path = typer.Option(..., "--file", help="Draft policy document (TOML)."),
+    limit: int = typer.Option(20, "--limit", help="Files listed per project (0: all)."),
+    json: bool = JsonOpt,
+) -> None:
+    """What a draft policy would change on INDEX, before it is applied (nothing is stored).
+
+    Every project Stockade already knows on INDEX is decided by the policy in force and by the
+    draft; the report counts files that the draft would newly block or newly allow, per project.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from stockade.cli.common import err
+    from stockade.core.policy import parse_policy
+    from stockade.errors import InvalidRequest
+    from stockade.services.policy_check import DraftReport, compare
+
+    try:
+        text = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"cannot read {file}: {exc}", "give a readable TOML file") from exc
+
+    async def go(r: Runtime) -> DraftReport:
+        draft = parse_policy(text)  # a malformed draft is reported like `policy set` would
+        info = await r.indexes.get(index)
+        if json or not err.is_terminal:
+            return await compare(r.pages, r.policies, info, draft)
+        with Progress(
+            TextColumn("deciding"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+        ) as bar:
+            task = bar.add_task("test", total=None)
+            return await compare(
+                r.pages,
+                r.policies,
+                info,
+                draft,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    report = run(go)
+    if json:
+        print_json(report.as_dict())
+        return
+    d = report.as_dict()
+    typer.echo(
+        f"{d['projects_checked']} projects, {d['files_checked']} files checked on {index!r}: "
+        f"blocked now {d['blocked_before']}, with the draft {d['blocked_after']} "
+        f"({d['newly_blocked']} newly blocked, {d['newly_allowed']} newly allowed)"
+    )
+    for c in report.changes:
+        typer.echo(
+            f"\n{c.project}: {len(c.newly_blocked)} newly blocked, "
+            f"{len(c.newly_allowed)} newly allowed (of {c.files} files)"
+        )
+        for label, items in (("+ blocked", c.newly_blocked), ("- blocked", c.newly_allowed)):
+            shown = items if limit <= 0 else items[:limit]
+            for filename, reason in shown:
+                typer.echo(f"  {label} {filename}: {reason}")
+            if len(items) > len(shown):
+                typer.echo(f"  … {len(items) - len(shown)} more (--limit 0 lists all)")
+    for project, why in report.errors:
+        typer.echo(f"\n{project}: not checked: {why}", err=True)

@@ -67,6 +67,7 @@ class ServedPage:
     renders: dict[str, Rendered] = field(default_factory=dict)
     # Policy decisions for every file of the unfiltered page (empty: the index has no policy).
     decisions: dict[str, Decision] = field(default_factory=dict)
+    unfiltered: ProjectPage | None = None  # the page before the policy (None: no policy)
 
     def blocked(self, filename: str) -> Decision | None:
         d = self.decisions.get(filename)
@@ -240,6 +241,7 @@ class PageService:
             fresh_until=fresh_until,
             stale=served.stale,
             decisions=decisions,
+            unfiltered=served.page,
         )
 
     def _remember(self, key: tuple[str, str], served: ServedPage | None) -> None:

@@ -551,6 +551,121 @@ async def api_curate(request: Request) -> Response:
     return _json(c.as_dict(), 201)
 
 
+async def _policy_text(request: Request) -> str:
+    """A policy document: the raw TOML body, or JSON {"text": "..."}."""
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"request body is not JSON: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise InvalidRequest('a JSON body must be {"text": "<policy TOML>"}')
+        return str(data["text"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("a policy document must be UTF-8 TOML") from exc
+
+
+async def api_policy(request: Request) -> Response:
+    """GET the policy in force; PUT a new version (TOML body; a malformed one changes nothing)."""
+    runtime = rt(request)
+    name = request.path_params["index"]
+    if request.method == "GET":
+        index, _ = await authorized_index(request, name, Scope.READ)
+        version = request.query_params.get("version")
+        shown = await runtime.policies.show(index.name, int(version) if version else None)
+        return _json(shown.as_dict())
+    index, token = await authorized_index(request, name, Scope.ADMIN)
+    text = await _policy_text(request)
+    author = token.id if token else None
+    made = await runtime.policies.set(index.name, text, author)
+    runtime.audit.record("policy.set", actor=author, index=index.name, version=made.version)
+    runtime.changed()
+    return _json(made.as_dict(), 201)
+
+
+async def api_policy_history(request: Request) -> Response:
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    return _json([v.as_dict() for v in await rt(request).policies.history(index.name)])
+
+
+async def api_policy_explain(request: Request) -> Response:
+    """Per file of ?project= (and &version=): allowed or blocked, by which rule and data."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    project = request.query_params.get("project")
+    if not project:
+        raise InvalidRequest("project is required", "?project=requests&version=2.19.0")
+    served = await rt(request).pages.project_page(index, canonicalize_name(project))
+    return _json(served.explain(request.query_params.get("version")))
+
+
+async def api_policy_test(request: Request) -> Response:
+    """POST a draft policy; get what it would change (nothing is stored)."""
+    from stockade.core.policy import parse_policy
+    from stockade.services.policy_check import compare
+
+    runtime = rt(request)
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
+    draft = parse_policy(await _policy_text(request))
+    report = await compare(runtime.pages, runtime.policies, index, draft)
+    return _json(report.as_dict())
+
+
+async def api_policy_exceptions(request: Request) -> Response:
+    """GET the exceptions of an index; POST {"requirement", "reason", "expires"} to add one."""
+    runtime = rt(request)
+    name = request.path_params["index"]
+    if request.method == "GET":
+        index, _ = await authorized_index(request, name, Scope.READ)
+        return _json([e.as_dict() for e in await runtime.policies.exceptions(index.name)])
+    index, token = await authorized_index(request, name, Scope.ADMIN)
+    data = await _body(request)
+    author = token.id if token else None
+    made = await runtime.policies.allow(
+        index.name,
+        str(data.get("requirement", "")),
+        reason=str(data.get("reason") or ""),
+        expires=data.get("expires"),
+        author=author,
+    )
+    runtime.audit.record(
+        "policy.exception",
+        actor=author,
+        index=index.name,
+        project=made.project,
+        specifier=made.specifier,
+        reason=made.reason,
+        expires_at=made.expires_at.isoformat() if made.expires_at else None,
+    )
+    runtime.changed()
+    return _json(made.as_dict(), 201)
+
+
+async def api_policy_exception(request: Request) -> Response:
+    """DELETE an exception (it ends now; the record stays)."""
+    runtime = rt(request)
+    name = request.path_params["index"]
+    index, token = await authorized_index(request, name, Scope.ADMIN)
+    ident = request.path_params["exception_id"]
+    if not ident.isdigit():
+        raise NotFound(f"no policy exception {ident!r}")
+    existing = {e.id for e in await runtime.policies.exceptions(index.name)}
+    if int(ident) not in existing:
+        raise NotFound(f"index {index.name!r} has no policy exception {ident}")
+    made = await runtime.policies.revoke_exception(int(ident))
+    runtime.audit.record(
+        "policy.exception_revoke",
+        actor=token.id if token else None,
+        index=index.name,
+        project=made.project,
+        exception=made.id,
+    )
+    runtime.changed()
+    return _json(made.as_dict())
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -646,6 +761,20 @@ def create_app(settings: Settings) -> Any:
         Route(
             "/api/v1/indexes/{index}/projects/{project}/files/{filename}",
             api_file,
+            methods=["DELETE"],
+        ),
+        Route("/api/v1/indexes/{index}/policy", api_policy, methods=["GET", "PUT"]),
+        Route("/api/v1/indexes/{index}/policy/history", api_policy_history),
+        Route("/api/v1/indexes/{index}/policy/explain", api_policy_explain),
+        Route("/api/v1/indexes/{index}/policy/test", api_policy_test, methods=["POST"]),
+        Route(
+            "/api/v1/indexes/{index}/policy/exceptions",
+            api_policy_exceptions,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/api/v1/indexes/{index}/policy/exceptions/{exception_id}",
+            api_policy_exception,
             methods=["DELETE"],
         ),
         Route("/api/v1/audit", api_audit),
