@@ -89,6 +89,15 @@ class Forbidden(StockadeError):
     http_status = 403
 
 
+class PolicyBlocked(Forbidden):
+    """An index's policy refuses a file; ``rules`` are the reasons, one line each."""
+
+    def __init__(self, message: str, hint: str | None, rules: list[str], requestable: bool) -> None:
+        super().__init__(message, hint)
+        self.rules = rules
+        self.requestable = requestable  # an allow-list refusal: recorded as an access request
+
+
 class UpstreamError(StockadeError):
     """An upstream index misbehaved."""
 

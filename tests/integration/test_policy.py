@@ -347,3 +347,72 @@ def test_policy_api_and_draft_test(server: Server, upstream: UpstreamSet, tmp_pa
     assert "(2 newly blocked, 3 newly allowed)" in out
     assert "+ blocked gamma-1.0-py3-none-any.whl: blocked by rule 1 (names)" in out
     assert "- blocked alpha-1.0-py3-none-any.whl" in out
+
+
+def test_allow_only_index_with_request_approval_flow(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    policy = tmp_path / "approved-only.toml"
+    policy.write_text(
+        '[[rules]]\nkind = "names"\nallow = ["beta"]\nallow_only = true\n'
+        '\n[[rules]]\nkind = "names"\ndeny = ["alpha==1.1"]\n'
+    )
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("up")
+    # beta is approved but needs alpha, which is not: the install fails...
+    res = pip(
+        "install",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "a"),
+        "beta",
+        check=False,
+    )
+    assert res.returncode != 0
+    # ...and a pinned download of alpha is refused with a reason and recorded as a request
+    with srv.http(token) as c:
+        r = c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "an admin can approve it" in r.text
+        assert "your request was recorded" in r.text
+    requests = json.loads(srv.cli("policy", "requests", "up", "--json").stdout)
+    asked = {(q["project"], q["version"]) for q in requests}
+    assert ("alpha", None) in asked  # the page pip looked at
+    assert ("alpha", "1.0") in asked  # the download
+    assert {q["status"] for q in requests} == {"pending"}
+    listed = srv.cli("policy", "requests", "up").stdout
+    assert "alpha" in listed
+    assert "pending" in listed
+    # an admin approves alpha: beta installs; the deny rule still keeps alpha 1.1 out
+    made = json.loads(
+        srv.cli("policy", "approve", "up", "alpha", "--reason", "reviewed", "--json").stdout
+    )
+    pip(
+        "install",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "b"),
+        "beta",
+    )
+    assert installed(tmp_path / "b") == {"alpha-1.0.dist-info", "beta-1.0.dist-info"}
+    assert json.loads(srv.cli("policy", "requests", "up", "--json").stdout) == []
+    everything = json.loads(srv.cli("policy", "requests", "up", "--all", "--json").stdout)
+    assert {q["status"] for q in everything} == {"approved"}
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.1-py3-none-any.whl").status_code == 403
+    with srv.http(srv.admin_token) as c:
+        assert [a["project"] for a in c.get("/api/v1/indexes/up/policy/approvals").json()] == [
+            "alpha"
+        ]
+        r = c.delete(f"/api/v1/indexes/up/policy/approvals/{made['id']}")
+        assert r.status_code == 200
+    with srv.http(token) as c:
+        assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 403
+    events = json.loads(srv.cli("audit", "list", "--json", "--action", "download").stdout)
+    blocked = [e for e in events if e.get("outcome") == "blocked"]
+    assert blocked
+    assert any("not on the allow-list" in str(e.get("detail")) for e in blocked)

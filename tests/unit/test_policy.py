@@ -54,8 +54,16 @@ def test_names_rule_globs_specifiers_and_allow_only() -> None:
     assert evaluate(pol, facts(project="requests", version="2.31.0"), NOW).allowed
     assert evaluate(pol, facts(project="urllib3", version="2.0.7"), NOW).allowed
     d = evaluate(pol, facts(project="urllib3", version="1.26.0"), NOW)
-    assert d.blocks[0].message == "urllib3 1.26.0 is not on the allow-list (allow_only)"
+    assert d.blocks[0].message == (
+        "urllib3 1.26.0 is not on the allow-list (allow_only); an admin can approve it"
+    )
+    assert d.blocks[0].requestable
     assert not evaluate(pol, facts(project="numpy"), NOW).allowed
+    # an approval adds to the allow-list; deny patterns still win
+    assert evaluate(pol, facts(project="numpy", approved=True), NOW).allowed
+    denied = evaluate(pol, facts(project="evil-thing", approved=True), NOW)
+    assert not denied.allowed
+    assert not denied.blocks[0].requestable
 
 
 def test_age_yanked_and_warn_mode() -> None:

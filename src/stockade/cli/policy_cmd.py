@@ -1,4 +1,4 @@
-"""``stockade policy set|show|history|explain|test|allow|exceptions|revoke-exception``."""
+"""``stockade policy …``: set, show, history, explain, test, exceptions, approvals, requests."""
 
 from __future__ import annotations
 
@@ -263,3 +263,120 @@ def draft_test(
                 typer.echo(f"  … {len(items) - len(shown)} more (--limit 0 lists all)")
     for project, why in report.errors:
         typer.echo(f"\n{project}: not checked: {why}", err=True)
+
+
+@app.command("requests")
+def requests_(
+    index: str,
+    all_: bool = typer.Option(False, "--all", help="Approved requests too."),
+    json: bool = JsonOpt,
+) -> None:
+    """Projects users asked for that INDEX's allow-list refused (most asked first)."""
+    items = run(lambda r: r.policies.requests(index, pending_only=not all_))
+    if json:
+        print_json([i.as_dict() for i in items])
+        return
+    print_table(
+        f"Access requests on {index}",
+        ["id", "project", "version", "asked", "last asked", "last by", "status"],
+        [
+            [
+                i.id,
+                i.project,
+                i.version or "any",
+                i.count,
+                i.last_at.isoformat()[:19],
+                i.last_actor,
+                f"approved (#{i.approval_id})" if i.approval_id else "pending",
+            ]
+            for i in items
+        ],
+    )
+    if not items:
+        typer.echo(f"no {'' if all_ else 'pending '}requests on {index}")
+
+
+@app.command("approve")
+def approve(
+    index: str,
+    requirement: str = typer.Argument(..., help="NAME or NAME with a specifier, e.g. alpha>=1"),
+    reason: str = typer.Option(None, "--reason", help="Why it is approved (kept with it)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Add a project (or versions) to INDEX's allow-list (allow_only names rules).
+
+    Unlike `policy allow`, this overrides nothing else: vulnerability, licence and deny rules
+    still apply to approved projects.
+    """
+    from stockade.cli.vuln_cmd import _whoami
+    from stockade.services.policies import PolicyApproval
+
+    async def go(r: Runtime) -> PolicyApproval:
+        await r.indexes.get(index)
+        made = await r.policies.approve(index, requirement, reason=reason, author=_whoami())
+        r.audit.record(
+            "policy.approve",
+            actor=made.author,
+            index=index,
+            project=made.project,
+            specifier=made.specifier,
+            reason=reason,
+        )
+        await r.audit.flush()
+        r.changed()
+        return made
+
+    made = run(go)
+    if json:
+        print_json(made.as_dict())
+    else:
+        typer.echo(
+            f"approval #{made.id}: {made.project}{made.specifier or ''} is on the allow-list "
+            f"of {index!r}"
+        )
+
+
+@app.command("approvals")
+def approvals(index: str, json: bool = JsonOpt) -> None:
+    """Approvals of INDEX (projects added to its allow-list), current and revoked."""
+    items = run(lambda r: r.policies.approvals(index))
+    if json:
+        print_json([a.as_dict() for a in items])
+        return
+    print_table(
+        f"Approvals on {index}",
+        ["id", "project", "versions", "reason", "author", "at", "revoked"],
+        [
+            [
+                a.id,
+                a.project,
+                a.specifier or "all",
+                a.reason,
+                a.author,
+                a.created_at.isoformat()[:19],
+                a.revoked_at.isoformat()[:19] if a.revoked_at else "",
+            ]
+            for a in items
+        ],
+    )
+
+
+@app.command("revoke-approval")
+def revoke_approval(approval_id: int, json: bool = JsonOpt) -> None:
+    """Take a project off the allow-list again."""
+    from stockade.services.policies import PolicyApproval
+
+    async def go(r: Runtime) -> PolicyApproval:
+        made = await r.policies.revoke_approval(approval_id)
+        r.audit.record(
+            "policy.approval_revoke", index=made.index, project=made.project, approval=approval_id
+        )
+        await r.audit.flush()
+        r.changed()
+        return made
+
+    made = run(go)
+    if json:
+        print_json(made.as_dict())
+    else:
+        typer.echo(f"approval #{approval_id} revoked")

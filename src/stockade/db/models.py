@@ -247,6 +247,43 @@ class PolicyExceptionRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PolicyApprovalRow(Base):
+    """An admin's approval: NAME (and versions) added to the allow-list of an index's
+    allow-only names rules. Unlike an exception it overrides nothing else (vulnerabilities,
+    licences and deny patterns still apply)."""
+
+    __tablename__ = "policy_approvals"
+    __table_args__ = (Index("ix_policy_approvals_index", "index_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    specifier: Mapped[str | None] = mapped_column(String(255))  # None = every version
+    reason: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyRequestRow(Base):
+    """Someone asked for a project an allow-list refused: pending until an admin approves."""
+
+    __tablename__ = "policy_requests"
+    __table_args__ = (
+        UniqueConstraint("index_name", "project", "version", name="uq_policy_request"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))  # "" = the project as a whole
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_actor: Mapped[str | None] = mapped_column(String(128))
+    approval_id: Mapped[int | None] = mapped_column(Integer)  # set once approved
+
+
 class FileMetadataRow(Base):
     """What Stockade read from a file's core metadata (METADATA, PKG-INFO), keyed by content.
 

@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.core.simple import FileEntry, version_from_filename
 from stockade.errors import (
-    Forbidden,
     IntegrityError,
     NotFound,
     PayloadTooLarge,
+    PolicyBlocked,
     StockadeError,
     UpstreamError,
     UpstreamUnavailable,
@@ -138,11 +138,18 @@ class FileService:
         served = await self._pages.project_page(index, project)
         blocked = served.blocked(filename)
         if blocked is not None and not blocked_ok:
-            raise Forbidden(
+            requestable = any(r.requestable for r in blocked.blocks)
+            raise PolicyBlocked(
                 f"{filename} is blocked by the policy of index {index.name!r}: "
                 + "; ".join(r.line() for r in blocked.blocks),
-                f"see `stockade policy explain {index.name} {project}`; an admin can grant an "
-                "exception",
+                f"see `stockade policy explain {index.name} {project}`; "
+                + (
+                    "your request was recorded for an admin to approve"
+                    if requestable
+                    else "an admin can grant an exception"
+                ),
+                [r.line() for r in blocked.blocks],
+                requestable,
             )
         entry = served.page.file(filename)
         if entry is None:

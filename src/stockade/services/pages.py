@@ -218,6 +218,10 @@ class PageService:
             )
         else:
             listed = tuple(f for f in served.page.files if decisions[f.filename].allowed)
+        if decisions and all(
+            not d.allowed and any(r.requestable for r in d.blocks) for d in decisions.values()
+        ):  # someone looked for a project the allow-list refuses altogether
+            await self._policies.note_request(index.name, served.page.name, None, None)
         for name, d in decisions.items():
             if d.warnings:
                 self._audit.record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,13 +12,19 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
 from stockade.core.policy.model import Decision, FindingFact, member_block
 from stockade.core.simple import ProjectPage
-from stockade.db.models import PolicyExceptionRow, PolicyRow
+from stockade.db.models import (
+    PolicyApprovalRow,
+    PolicyExceptionRow,
+    PolicyRequestRow,
+    PolicyRow,
+)
 from stockade.errors import InvalidRequest, NotFound
 from stockade.services.metadata import MetadataService
 from stockade.services.repo import aware, utcnow
@@ -63,6 +70,108 @@ class PolicyException:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyApproval:
+    id: int
+    index: str
+    project: str
+    specifier: str | None
+    reason: str | None
+    author: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def covers(self, project: str, version: str | None) -> bool:
+        if self.revoked_at is not None or project != self.project:
+            return False
+        if not self.specifier:
+            return True
+        if version is None:
+            return False
+        try:
+            return SpecifierSet(self.specifier).contains(version, prereleases=True)
+        except (InvalidSpecifier, InvalidVersion):
+            return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "index": self.index,
+            "project": self.project,
+            "specifier": self.specifier,
+            "reason": self.reason,
+            "author": self.author,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def _approval(row: PolicyApprovalRow) -> PolicyApproval:
+    return PolicyApproval(
+        row.id,
+        row.index_name,
+        row.project,
+        row.specifier,
+        row.reason,
+        row.author,
+        aware(row.created_at) or utcnow(),
+        aware(row.revoked_at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    id: int
+    index: str
+    project: str
+    version: str | None
+    count: int
+    first_at: datetime
+    last_at: datetime
+    last_actor: str | None
+    approval_id: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "index": self.index,
+            "project": self.project,
+            "version": self.version,
+            "count": self.count,
+            "first_at": self.first_at.isoformat(),
+            "last_at": self.last_at.isoformat(),
+            "last_actor": self.last_actor,
+            "status": "approved" if self.approval_id else "pending",
+            "approval": self.approval_id,
+        }
+
+
+def _request(row: PolicyRequestRow) -> AccessRequest:
+    return AccessRequest(
+        row.id,
+        row.index_name,
+        row.project,
+        row.version or None,
+        row.count,
+        aware(row.first_at) or utcnow(),
+        aware(row.last_at) or utcnow(),
+        row.last_actor,
+        row.approval_id,
+    )
+
+
+REQUEST_NOTE_EVERY = 60.0  # seconds: a repeated request is counted at most this often
+
+
+def _requirement(text: str) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise InvalidRequest(
+            f"cannot read {text!r}: {exc}", "e.g. alpha==1.1 or 'alpha>=1,<2'"
+        ) from exc
 
 
 def _exception(row: PolicyExceptionRow) -> PolicyException:
@@ -118,10 +227,13 @@ class PolicyService:
         self._metadata = metadata
         self._cache: dict[str, Policy | None] = {}
         self._exc_cache: dict[str, list[PolicyException]] = {}
+        self._approval_cache: dict[str, list[PolicyApproval]] = {}
+        self._noted: dict[tuple[str, str, str], float] = {}
 
     def clear(self) -> None:
         self._cache.clear()
         self._exc_cache.clear()
+        self._approval_cache.clear()
 
     async def set(self, index: str, text: str, author: str | None) -> PolicyVersion:
         """Validate and store a new version; a malformed document changes nothing."""
@@ -176,12 +288,7 @@ class PolicyService:
         author: str | None,
     ) -> PolicyException:
         """Serve ``NAME`` or ``NAME<specifier>`` despite the policy, until ``expires``."""
-        try:
-            req = Requirement(requirement)
-        except InvalidRequirement as exc:
-            raise InvalidRequest(
-                f"cannot read {requirement!r}: {exc}", "e.g. alpha==1.1 or 'alpha>=1,<2'"
-            ) from exc
+        req = _requirement(requirement)
         if not reason.strip():
             raise InvalidRequest("an exception needs a --reason")
         expires_at = utcnow() + parse_duration(expires) if expires else None
@@ -222,12 +329,113 @@ class PolicyService:
         self.clear()
         return made
 
+    # -- approvals: the request-approval flow of allow-only names rules -----------------------
+
+    async def approve(
+        self, index: str, requirement: str, *, reason: str | None, author: str | None
+    ) -> PolicyApproval:
+        """Add NAME (or NAME<specifier>) to INDEX's allow-lists; pending requests it covers
+        are marked approved."""
+        req = _requirement(requirement)
+        async with self._sessions() as s, s.begin():
+            row = PolicyApprovalRow(
+                index_name=index,
+                project=canonicalize_name(req.name),
+                specifier=str(req.specifier) or None,
+                reason=reason or None,
+                author=author,
+                created_at=utcnow(),
+            )
+            s.add(row)
+            await s.flush()
+            made = _approval(row)
+            q = select(PolicyRequestRow).where(
+                PolicyRequestRow.index_name == index,
+                PolicyRequestRow.project == made.project,
+                PolicyRequestRow.approval_id.is_(None),
+            )
+            for r in (await s.execute(q)).scalars():
+                if made.covers(r.project, r.version or None) or not made.specifier:
+                    r.approval_id = made.id
+        self.clear()
+        return made
+
+    async def approvals(self, index: str) -> list[PolicyApproval]:
+        rows = self._approval_cache.get(index)
+        if rows is None:
+            async with self._sessions() as s:
+                q = select(PolicyApprovalRow).where(PolicyApprovalRow.index_name == index)
+                result = await s.execute(q.order_by(PolicyApprovalRow.id))
+                rows = [_approval(r) for r in result.scalars()]
+            self._approval_cache[index] = rows
+        return rows
+
+    async def revoke_approval(self, approval_id: int) -> PolicyApproval:
+        async with self._sessions() as s, s.begin():
+            row = await s.get(PolicyApprovalRow, approval_id)
+            if row is None:
+                raise NotFound(f"no policy approval {approval_id}")
+            row.revoked_at = row.revoked_at or utcnow()
+            made = _approval(row)
+        self.clear()
+        return made
+
+    async def note_request(
+        self, index: str, project: str, version: str | None, actor: str | None
+    ) -> None:
+        """Remember that someone asked for a project an allow-list refused (rate-limited)."""
+        key = (index, project, version or "")
+        now = time.monotonic()
+        if self._noted.get(key, 0.0) > now:
+            return
+        if len(self._noted) > 100_000:
+            self._noted.clear()
+        self._noted[key] = now + REQUEST_NOTE_EVERY
+        at = utcnow()
+        for _attempt in range(2):
+            try:
+                async with self._sessions() as s, s.begin():
+                    q = select(PolicyRequestRow).where(
+                        PolicyRequestRow.index_name == index,
+                        PolicyRequestRow.project == project,
+                        PolicyRequestRow.version == (version or ""),
+                    )
+                    row = (await s.execute(q)).scalar_one_or_none()
+                    if row is None:
+                        s.add(
+                            PolicyRequestRow(
+                                index_name=index,
+                                project=project,
+                                version=version or "",
+                                count=1,
+                                first_at=at,
+                                last_at=at,
+                                last_actor=actor,
+                            )
+                        )
+                    else:
+                        row.count += 1
+                        row.last_at = at
+                        row.last_actor = actor or row.last_actor
+                return
+            except DBIntegrityError:  # another process inserted it first: count on it
+                continue
+
+    async def requests(self, index: str, *, pending_only: bool = True) -> list[AccessRequest]:
+        async with self._sessions() as s:
+            q = select(PolicyRequestRow).where(PolicyRequestRow.index_name == index)
+            if pending_only:
+                q = q.where(PolicyRequestRow.approval_id.is_(None))
+            q = q.order_by(PolicyRequestRow.count.desc(), PolicyRequestRow.id)
+            return [_request(r) for r in (await s.execute(q)).scalars()]
+
     async def decide(
         self, policy: Policy, page: ProjectPage, now: datetime | None = None, index: str = ""
     ) -> dict[str, Decision]:
         """The decision for every file on a page (vulnerabilities looked up once per version)."""
         now = now or utcnow()
         active = await self.exceptions(index, active_only=True) if index else []
+        approved = [a for a in await self.approvals(index) if a.revoked_at is None] if index else []
         versions = sorted({f.version for f in page.files if f.version})
         found = await self._vulns.query_many(("PyPI", page.name, v) for v in versions)
         by_version: dict[str, tuple[VulnFact, ...]] = {}
@@ -271,6 +479,7 @@ class PolicyService:
                 license_known=m is not None,
                 findings=malicious.get(f.version or "", ()),
                 index=index,
+                approved=any(a.covers(page.name, f.version) for a in approved),
             )
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
                 out[f.filename] = member_block(f.origin, f.blocked)

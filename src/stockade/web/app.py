@@ -31,6 +31,7 @@ from stockade.core.simple import (
     negotiate,
     render_index_html,
     render_index_json,
+    version_from_filename,
 )
 from stockade.errors import (
     AuthError,
@@ -38,6 +39,7 @@ from stockade.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    PolicyBlocked,
     StockadeError,
 )
 from stockade.services import repo
@@ -197,6 +199,22 @@ async def download(request: Request) -> Response:
         return FileResponse(path, media_type="application/octet-stream")
     try:
         result = await runtime.files.open(index, project, filename)
+    except PolicyBlocked as exc:
+        runtime.audit.record(
+            "download",
+            actor=actor,
+            index=index.name,
+            project=project,
+            filename=filename,
+            outcome="blocked",
+            client=client_addr(request),
+            rules=exc.rules,
+            team=token.team if token else None,
+        )
+        if exc.requestable:
+            version = version_from_filename(filename)
+            await runtime.policies.note_request(index.name, project, version, actor)
+        raise
     except StockadeError as exc:
         runtime.audit.record(
             "download",
@@ -666,6 +684,62 @@ async def api_policy_exception(request: Request) -> Response:
     return _json(made.as_dict())
 
 
+async def api_policy_requests(request: Request) -> Response:
+    """Projects users asked for that the index's allow-list refused (?all=1: approved too)."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
+    pending_only = request.query_params.get("all") not in ("1", "true")
+    items = await rt(request).policies.requests(index.name, pending_only=pending_only)
+    return _json([i.as_dict() for i in items])
+
+
+async def api_policy_approvals(request: Request) -> Response:
+    """GET the approvals of an index; POST {"requirement", "reason"} to approve."""
+    runtime = rt(request)
+    name = request.path_params["index"]
+    if request.method == "GET":
+        index, _ = await authorized_index(request, name, Scope.READ)
+        return _json([a.as_dict() for a in await runtime.policies.approvals(index.name)])
+    index, token = await authorized_index(request, name, Scope.ADMIN)
+    data = await _body(request)
+    author = token.id if token else None
+    made = await runtime.policies.approve(
+        index.name,
+        str(data.get("requirement", "")),
+        reason=data.get("reason"),
+        author=author,
+    )
+    runtime.audit.record(
+        "policy.approve",
+        actor=author,
+        index=index.name,
+        project=made.project,
+        specifier=made.specifier,
+        reason=made.reason,
+    )
+    runtime.changed()
+    return _json(made.as_dict(), 201)
+
+
+async def api_policy_approval(request: Request) -> Response:
+    """DELETE an approval (the project leaves the allow-list; the record stays)."""
+    runtime = rt(request)
+    index, token = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
+    ident = request.path_params["approval_id"]
+    known = {a.id for a in await runtime.policies.approvals(index.name)}
+    if not ident.isdigit() or int(ident) not in known:
+        raise NotFound(f"index {index.name!r} has no approval {ident!r}")
+    made = await runtime.policies.revoke_approval(int(ident))
+    runtime.audit.record(
+        "policy.approval_revoke",
+        actor=token.id if token else None,
+        index=index.name,
+        project=made.project,
+        approval=made.id,
+    )
+    runtime.changed()
+    return _json(made.as_dict())
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -775,6 +849,17 @@ def create_app(settings: Settings) -> Any:
         Route(
             "/api/v1/indexes/{index}/policy/exceptions/{exception_id}",
             api_policy_exception,
+            methods=["DELETE"],
+        ),
+        Route("/api/v1/indexes/{index}/policy/requests", api_policy_requests),
+        Route(
+            "/api/v1/indexes/{index}/policy/approvals",
+            api_policy_approvals,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/api/v1/indexes/{index}/policy/approvals/{approval_id}",
+            api_policy_approval,
             methods=["DELETE"],
         ),
         Route("/api/v1/audit", api_audit),

@@ -68,6 +68,7 @@ SEVERITIES = ("any", *RATINGS[1:])
 KINDS = ("vulnerabilities", "names", "age", "yanked", "license", "threats", "custom")
 TIERS = ("malicious", "suspicious")
 MODES = ("enforce", "warn")
+NOT_ALLOWED = "is not on the allow-list (allow_only); an admin can approve it"
 
 
 class PolicyError(InvalidRequest):
@@ -108,6 +109,7 @@ class FileFacts:
     findings: tuple[FindingFact, ...] = ()
     provenance: bool | None = None
     index: str = ""
+    approved: bool = False  # an admin approved it for this index's allow-lists
 
     @property
     def kind(self) -> str:
@@ -127,6 +129,7 @@ class Reason:
     kind: str
     mode: str
     message: str
+    requestable: bool = False  # an allow-list refusal: users may request an approval
 
     def line(self) -> str:
         if self.rule == 0:  # not one of this policy's rules (a member index's block)
@@ -366,7 +369,8 @@ def evaluate(policy: Policy, facts: FileFacts, now: datetime) -> Decision:
         message = _check(rule, facts, project, now)
         if message is None:
             continue
-        reason = Reason(rule.index, rule.kind, rule.mode, message)
+        requestable = rule.kind == "names" and message.endswith(NOT_ALLOWED)
+        reason = Reason(rule.index, rule.kind, rule.mode, message, requestable)
         (blocks if rule.mode == "enforce" else warnings).append(reason)
     return Decision(not blocks, tuple(blocks), tuple(warnings))
 
@@ -397,8 +401,12 @@ def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | N
         for p in o["deny"]:
             if p.matches(project, facts.version):
                 return f"{project} {facts.version or ''} matches deny pattern {p.text!r}".strip()
-        if o["allow_only"] and not any(p.matches(project, facts.version) for p in o["allow"]):
-            return f"{project} {facts.version or ''} is not on the allow-list (allow_only)"
+        if (
+            o["allow_only"]
+            and not facts.approved
+            and not any(p.matches(project, facts.version) for p in o["allow"])
+        ):
+            return f"{project} {facts.version or ''} {NOT_ALLOWED}"
         return None
     if rule.kind == "age":
         if facts.upload_time is None or not o["min_days"]:
