@@ -603,6 +603,7 @@ class _FileRecord:
     requires_python: str | None
     yanked: str | None
     metadata_sha256: str | None
+    upload_time: str = UPLOAD_TIME
 
 
 def _parse_dist_filename(filename: str) -> tuple[str, str]:
@@ -701,7 +702,7 @@ def _project_json(project: str, records: Sequence[_FileRecord], base_files_url: 
         entry["dist-info-metadata"] = meta
         entry["yanked"] = (rec.yanked or True) if rec.yanked is not None else False
         entry["size"] = rec.size
-        entry["upload-time"] = UPLOAD_TIME
+        entry["upload-time"] = rec.upload_time
         files.append(entry)
     versions = sorted({rec.version for rec in records}, key=_version_key)
     doc = {"meta": {"api-version": "1.1"}, "name": project, "versions": versions, "files": files}
@@ -732,6 +733,7 @@ def write_simple_tree(
     with_metadata: Collection[str] = frozenset(),
     requires_python: Mapping[str, str] | None = None,
     base_files_url: str = "../../files/",
+    upload_times: Mapping[str, str] | None = None,
 ) -> None:
     """Write a static PEP 503 / PEP 691 (v1.1) index for exactly ``files`` under ``root``.
 
@@ -742,7 +744,8 @@ def write_simple_tree(
     ``yanked`` maps filename -> reason (``""`` = yanked without reason).
     ``requires_python`` maps filename -> specifier; files not listed get the
     Requires-Python found in their own METADATA/PKG-INFO (as PyPI does); map a
-    file to ``""`` to advertise none.  Keys of all three must be in ``files``.
+    file to ``""`` to advertise none.  ``upload_times`` maps filename -> ISO 8601
+    ``upload-time`` (default :data:`UPLOAD_TIME`).  Keys of all must be in ``files``.
     Project pages not in ``files`` are removed; old files stay on disk.
     """
     root = Path(root)
@@ -798,6 +801,7 @@ def write_simple_tree(
                 requires_python=rp,
                 yanked=yanked.get(src.name),
                 metadata_sha256=metadata_sha,
+                upload_time=(upload_times or {}).get(src.name, UPLOAD_TIME),
             )
         )
 

@@ -33,7 +33,7 @@ from stockade.errors import InvalidRequest, NotFound, StockadeError, UpstreamErr
 from stockade.services import repo
 from stockade.services.audit import AuditLog
 from stockade.services.indexes import IndexService
-from stockade.services.policies import PolicyService
+from stockade.services.policies import PolicyService, parse_time
 from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
 from stockade.types import IndexKind, NormalizedName
@@ -235,6 +235,12 @@ class PageService:
         fresh_until = served.fresh_until
         if policy.time_based:  # quarantine and grace periods end by themselves
             fresh_until = min(fresh_until, time.monotonic() + POLICY_RECHECK)
+            now = repo.utcnow()
+            times = [t for f in served.page.files if (t := parse_time(f.upload_time))]
+            ends = policy.next_change(times, now)
+            if ends is not None:  # re-decide the moment a quarantine ends
+                left = (ends - now).total_seconds()
+                fresh_until = min(fresh_until, time.monotonic() + max(left, 0.0))
         expiry = await self._policies.next_expiry(index.name)
         if expiry is not None:  # so do exceptions
             left = (expiry - repo.utcnow()).total_seconds()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -160,6 +160,17 @@ def _request(row: PolicyRequestRow) -> AccessRequest:
         row.last_actor,
         row.approval_id,
     )
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 upload-time as published (``Z`` or an offset); None when unreadable."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 REQUEST_NOTE_EVERY = 60.0  # seconds: a repeated request is counted at most this often
@@ -461,12 +472,7 @@ class PolicyService:
         )
         out: dict[str, Decision] = {}
         for f in page.files:
-            uploaded = None
-            if f.upload_time:
-                try:
-                    uploaded = datetime.fromisoformat(f.upload_time.replace("Z", "+00:00"))
-                except ValueError:
-                    uploaded = None
+            uploaded = parse_time(f.upload_time)
             facts = FileFacts(
                 project=page.name,
                 version=f.version,

@@ -189,6 +189,17 @@ class Policy:
             for r in self.rules
         )
 
+    def next_change(self, upload_times: list[datetime], now: datetime) -> datetime | None:
+        """The earliest moment a quarantine ends for one of these files (after ``now``)."""
+        ends = [
+            t + timedelta(days=r.options["min_days"])
+            for r in self.rules
+            if r.kind == "age" and r.options["min_days"]
+            for t in upload_times
+        ]
+        later = [e for e in ends if e > now]
+        return min(later) if later else None
+
     @property
     def needs_metadata(self) -> bool:
         """Whether decisions need facts from the files' core metadata (licences)."""
