@@ -9,6 +9,7 @@ import typer
 from stockade import __version__
 from stockade.cli import (
     index_cmd,
+    names_cmd,
     package_cmd,
     policy_cmd,
     scan_cmd,
@@ -37,6 +38,7 @@ app.add_typer(vuln_cmd.db_app, name="vulndb")
 app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
 app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(names_cmd.app, name="names")
 
 
 @app.command("version")
