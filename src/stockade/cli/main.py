@@ -14,6 +14,7 @@ from stockade.cli import (
     policy_cmd,
     scan_cmd,
     server_cmd,
+    threats_cmd,
     token_cmd,
     vuln_cmd,
 )
@@ -39,6 +40,7 @@ app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
+app.add_typer(threats_cmd.app, name="threats")
 
 
 @app.command("version")

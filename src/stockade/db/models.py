@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -304,3 +306,18 @@ class FileMetadataRow(Base):
     source: Mapped[str] = mapped_column(String(16))  # upload | file | metadata
     error: Mapped[str | None] = mapped_column(Text)  # why the metadata could not be read
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScanReportRow(Base):
+    """The malware scanner's verdict on one file's content (by sha256), with its evidence."""
+
+    __tablename__ = "scan_reports"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    verdict: Mapped[str] = mapped_column(String(16))  # malicious | suspicious | clean | error
+    score: Mapped[float] = mapped_column(Float)
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    engine: Mapped[str] = mapped_column(String(32))  # scanner + rules version that decided
+    scanned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    elapsed: Mapped[float] = mapped_column(Float)

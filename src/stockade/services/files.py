@@ -41,6 +41,7 @@ from stockade.services.indexes import IndexService
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.repo import IndexInfo
+from stockade.services.threats import ThreatService
 from stockade.settings import Settings
 from stockade.types import IndexKind, NormalizedName
 
@@ -115,8 +116,10 @@ class FileService:
         audit: AuditLog,
         client: httpx.AsyncClient,
         metadata: MetadataService | None = None,
+        threats: ThreatService | None = None,
     ) -> None:
         self._metadata = metadata
+        self._threats = threats
         self._settings = settings
         self._sessions = sessions
         self._store = store
@@ -158,6 +161,32 @@ class FileService:
         return entry, origin
 
     async def open(
+        self, index: IndexInfo, project: NormalizedName, filename: str
+    ) -> StoredFile | Streaming:
+        got = await self._open(index, project, filename)
+        if self._threats is None or not await self._pages.needs_scan(index):
+            if isinstance(got, StoredFile):
+                self._threats_enqueue(got.sha256, filename)
+            return got
+        # The policy blocks on the scanner's verdict: have the whole file, scan it, decide again.
+        if isinstance(got, Streaming):
+            await got.fetch.done.wait()
+            if got.fetch.error is not None:
+                raise got.fetch.error
+            entry, _origin = await self.entry(index, project, filename)
+            assert entry.sha256
+            got = StoredFile(entry.sha256.lower(), self._store.size(entry.sha256.lower()))
+        report = await self._threats.ensure(got.sha256, filename)
+        if report is not None and report.verdict in ("malicious", "suspicious"):
+            self._pages.clear_project(project)
+            await self.entry(index, project, filename)  # raises PolicyBlocked if the rule blocks
+        return got
+
+    def _threats_enqueue(self, sha256: str, filename: str) -> None:
+        if self._threats is not None and not self._threats.known(sha256):
+            self._threats.enqueue(sha256, filename)
+
+    async def _open(
         self, index: IndexInfo, project: NormalizedName, filename: str
     ) -> StoredFile | Streaming:
         entry, origin = await self.entry(index, project, filename)
@@ -263,6 +292,8 @@ class FileService:
                 self._background(
                     self._metadata.from_stored_file(sha, project, entry.version, entry.filename)
                 )
+            if self._threats is not None:  # every stored file gets a scanner verdict
+                self._threats.enqueue(sha, entry.filename)
         except StockadeError as exc:
             fetch.error = exc
             fetch.writer.abort()

@@ -163,6 +163,17 @@ class PageService:
             return served
         return None
 
+    async def needs_scan(self, index: IndexInfo, depth: int = 0) -> bool:
+        """Whether a file served through ``index`` must have a scanner verdict first."""
+        policy = await self._policies.current(index.name)
+        if policy is not None and policy.needs_scan:
+            return True
+        if index.kind is IndexKind.VIRTUAL and depth <= MAX_DEPTH:
+            for m in index.members:
+                if await self.needs_scan(await self._indexes.get(m), depth + 1):
+                    return True
+        return False
+
     async def project_page(self, index: IndexInfo, project: NormalizedName) -> ServedPage:
         served = await self._page(index, project, 0)
         if served is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -19,6 +20,7 @@ from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
 from stockade.core.policy.model import Decision, FindingFact, member_block
 from stockade.core.simple import ProjectPage
+from stockade.core.threats.typosquat import PopularNames, check_name
 from stockade.db.models import (
     PolicyApprovalRow,
     PolicyExceptionRow,
@@ -28,6 +30,7 @@ from stockade.db.models import (
 from stockade.errors import InvalidRequest, NotFound
 from stockade.services.metadata import MetadataService
 from stockade.services.repo import aware, utcnow
+from stockade.services.threats import ScanReport, ThreatService
 from stockade.services.vulndb import VulnDB
 
 
@@ -173,6 +176,13 @@ def parse_time(text: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _scan_findings(report: ScanReport | None) -> tuple[FindingFact, ...]:
+    if report is None or report.verdict not in ("malicious", "suspicious"):
+        return ()
+    severity = "critical" if report.verdict == "malicious" else "high"
+    return (FindingFact("malware-scanner", severity, report.verdict, report.summary()),)
+
+
 REQUEST_NOTE_EVERY = 60.0  # seconds: a repeated request is counted at most this often
 
 
@@ -232,10 +242,15 @@ class PolicyService:
         sessions: async_sessionmaker[AsyncSession],
         vulns: VulnDB,
         metadata: MetadataService | None = None,
+        threats: ThreatService | None = None,
+        popular_path: Path | None = None,
     ) -> None:
         self._sessions = sessions
         self._vulns = vulns
         self._metadata = metadata
+        self._threats = threats
+        self._popular_path = popular_path
+        self._popular: PopularNames | None = None
         self._cache: dict[str, Policy | None] = {}
         self._exc_cache: dict[str, list[PolicyException]] = {}
         self._approval_cache: dict[str, list[PolicyApproval]] = {}
@@ -470,6 +485,12 @@ class PolicyService:
             if self._metadata is not None and policy.needs_metadata
             else {}
         )
+        scans = (
+            await self._threats.reports_many(f.sha256 for f in page.files if f.sha256)
+            if self._threats is not None and policy.needs_scan
+            else {}
+        )
+        squats = self._squats(page.name) if policy.needs_scan else ()
         out: dict[str, Decision] = {}
         for f in page.files:
             uploaded = parse_time(f.upload_time)
@@ -483,7 +504,9 @@ class PolicyService:
                 size=f.size,
                 license=m.license if (m := meta.get(f.filename)) else None,
                 license_known=m is not None,
-                findings=malicious.get(f.version or "", ()),
+                findings=malicious.get(f.version or "", ())
+                + _scan_findings(scans.get((f.sha256 or "").lower()))
+                + squats,
                 index=index,
                 approved=any(a.covers(page.name, f.version) for a in approved),
             )
@@ -500,6 +523,19 @@ class PolicyService:
                     )
             out[f.filename] = decision
         return out
+
+    def _squats(self, name: str) -> tuple[FindingFact, ...]:
+        """Typosquat findings for a project name, against the popular-projects list (the
+        admin's refreshed list in the home when there is one, else the shipped one)."""
+        if self._popular is None:
+            path = (
+                self._popular_path if self._popular_path and self._popular_path.exists() else None
+            )
+            self._popular = PopularNames.load(path)
+        return tuple(
+            FindingFact(f"typosquat:{s.technique}", s.severity, s.tier, s.message)
+            for s in check_name(name, self._popular)
+        )
 
     async def next_expiry(self, index: str) -> datetime | None:
         """When the earliest active exception of ``index`` ends (pages must re-decide then)."""

@@ -23,6 +23,7 @@ from stockade.services.invalidation import FileInvalidation
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
+from stockade.services.threats import ThreatService
 from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
 from stockade.services.vulndb import VulnDB
@@ -44,7 +45,14 @@ class Runtime:
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.vulns = VulnDB(self.sessions)
         self.metadata = MetadataService(self.sessions, self.store, self.http)
-        self.policies = PolicyService(self.sessions, self.vulns, self.metadata)
+        self.threats = ThreatService(self.sessions, self.store, self.audit, self.changed)
+        self.policies = PolicyService(
+            self.sessions,
+            self.vulns,
+            self.metadata,
+            self.threats,
+            popular_path=settings.home / "popular_pypi.txt",
+        )
         self.pages = PageService(
             settings,
             self.sessions,
@@ -63,9 +71,10 @@ class Runtime:
             self.audit,
             self.http,
             self.metadata,
+            self.threats,
         )
         self.uploads = UploadService(
-            self.sessions, self.store, self.pages, self.audit, self.metadata
+            self.sessions, self.store, self.pages, self.audit, self.metadata, self.threats
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,6 +114,7 @@ class Runtime:
         self.pages.clear()
         self.vulns.clear()
         self.policies.clear()
+        self.threats.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
@@ -132,6 +142,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.files.close()
+        await self.threats.close()
         await self.audit.close()
         await self.http.aclose()
         await self.engine.dispose()

