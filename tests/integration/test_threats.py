@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.builders import build_wheel, write_simple_tree
-from tests.conftest import Server
+from tests.conftest import Server, UpstreamSet
 from tests.integration.test_clients import installed, pip
 from tests.upstream import Upstream
 
@@ -126,3 +126,31 @@ def test_files_are_scanned_in_the_background_without_a_threats_rule(
         assert c.get("/api/v1/scans/" + "0" * 64).status_code == 404
     events = json.loads(srv.cli("audit", "list", "--json", "--action", "threat.finding").stdout)
     assert [e["outcome"] for e in events] == ["malicious"]
+
+
+def test_known_malicious_names_list_is_imported_and_blocked(
+    server: Server, upstream: UpstreamSet, tmp_path: Path
+) -> None:
+    srv = server
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    listed = tmp_path / "bad-names.txt"
+    listed.write_text("# known bad\nGamma\nrequests\nevil_thing\n\n")
+    out = json.loads(
+        srv.cli("threats", "import-names", str(listed), "--source", "test-list", "--json").stdout
+    )
+    assert (out["names"], out["added"]) == (2, 2)
+    assert out["skipped_popular"] == ["requests"]  # a popular name is not blocked wholesale
+    again = json.loads(
+        srv.cli("threats", "import-names", str(listed), "--source", "test-list", "--json").stdout
+    )
+    assert (again["added"], again["unchanged"]) == (0, 2)
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rules]]\nkind = "threats"\n')
+    srv.cli("policy", "set", "up", "--file", str(policy))
+    token = srv.token("up")
+    with srv.http(token) as c:
+        r = c.get("/pypi/up/files/gamma/gamma-1.0-py3-none-any.whl")
+        assert r.status_code == 403
+        assert "known-malicious-feed" in r.text
+        assert "Gamma is on the known-malicious list test-list" in r.text
+        assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 200

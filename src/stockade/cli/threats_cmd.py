@@ -1,6 +1,8 @@
-"""``stockade threats report|list``: the malware scanner's verdicts on stored files."""
+"""``stockade threats report|list|import-names``: scanner verdicts and known-malicious names."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -70,3 +72,105 @@ def list_(
             for i in items
         ],
     )
+
+
+@app.command("import-names")
+def import_names(
+    file: Path = typer.Argument(..., help="A names-only list: one package name per line."),
+    source: str = typer.Option(
+        None, "--source", help="Name of the list, kept with every record (default: file name)."
+    ),
+    include_popular: bool = typer.Option(
+        False,
+        "--include-popular",
+        help="Also import names of popular projects (skipped by default: such lists often "
+        "hold a popular name whose one bad upload was removed long ago).",
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Import a known-malicious names list: every version of each name counts as malicious.
+
+    Each name becomes an OSV ``MAL-`` record in the vulnerability database (re-importing the
+    same list changes nothing), which a policy's ``threats`` rule blocks.
+    """
+    import hashlib
+    import json as jsonlib
+    import tempfile
+
+    from stockade.core.threats.typosquat import PopularNames
+    from stockade.errors import InvalidRequest
+    from stockade.services.vulndb import ImportReport
+    from stockade.types import canonicalize_name
+
+    label = source or file.name
+    try:
+        lines = file.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"cannot read {file}: {exc}", "one package name per line") from exc
+    popular = PopularNames.load()
+    names: dict[str, str] = {}
+    skipped: list[str] = []
+    for raw in lines:
+        name = raw.strip()
+        if not name or name.startswith("#"):
+            continue
+        canonical = canonicalize_name(name)
+        if not include_popular and popular.rank(canonical) is not None:
+            skipped.append(canonical)
+            continue
+        names.setdefault(canonical, name)
+
+    async def go(r: Runtime) -> ImportReport:
+        with tempfile.TemporaryDirectory(prefix="stockade-mal-") as tmp:
+            for canonical, name in names.items():
+                ident = "MAL-LIST-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+                record = {
+                    "id": ident,
+                    "modified": "1970-01-01T00:00:00Z",
+                    "summary": f"{name} is on the known-malicious list {label}",
+                    "database_specific": {"source": label},
+                    "affected": [
+                        {
+                            "package": {"ecosystem": "PyPI", "name": name},
+                            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}],
+                        }
+                    ],
+                }
+                (Path(tmp) / f"{ident}.json").write_text(jsonlib.dumps(record))
+            report = await r.vulns.import_path(Path(tmp), source="malicious-names")
+        r.audit.record(
+            "threats.import_names",
+            source=label,
+            names=len(names),
+            skipped_popular=len(skipped),
+            added=report.added,
+        )
+        await r.audit.flush()
+        r.changed()
+        return report
+
+    report = run(go)
+    summary = {
+        "source": label,
+        "names": len(names),
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "skipped_popular": skipped,
+        "problems": [{"record": n, "why": w} for n, w in report.skipped],
+    }
+    if json:
+        print_json(summary)
+        return
+    typer.echo(
+        f"{len(names)} names from {label}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged"
+    )
+    if skipped:
+        typer.echo(
+            f"skipped {len(skipped)} popular names (--include-popular imports them): "
+            + ", ".join(skipped[:10])
+            + (" …" if len(skipped) > 10 else "")
+        )
+    for n, why in report.skipped[:10]:
+        typer.echo(f"  not imported: {n}: {why}", err=True)
