@@ -154,3 +154,35 @@ def test_known_malicious_names_list_is_imported_and_blocked(
         assert "known-malicious-feed" in r.text
         assert "Gamma is on the known-malicious list test-list" in r.text
         assert c.get("/pypi/up/files/alpha/alpha-1.0-py3-none-any.whl").status_code == 200
+
+
+def test_dependency_confusion_report(server: Server, upstream: UpstreamSet, tmp_path: Path) -> None:
+    srv = server
+    srv.cli("index", "create", "internal", "--private")
+    srv.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
+    srv.cli("index", "create", "main", "--virtual", "internal,up")
+    for name in ("internal-tool", "only-ours"):
+        wheel = build_wheel(tmp_path, name, "1.0")
+        with srv.http(srv.admin_token) as c:
+            r = c.post(
+                "/pypi/internal/",
+                data={":action": "file_upload", "name": name, "version": "1.0"},
+                files={"content": (wheel.name, wheel.read_bytes())},
+            )
+            assert r.status_code == 200, r.text
+    report = json.loads(srv.cli("threats", "confusion", "--json").stdout)
+    assert report["failed"] == []
+    assert report["collisions"] == [
+        {
+            "project": "internal-tool",
+            "private_index": "internal",
+            "mirror_index": "up",
+            "virtual_indexes": ["main"],
+            "upstream_versions": ["5.0"],
+        }
+    ]
+    table = srv.cli("threats", "confusion").stdout
+    assert "internal-tool" in table
+    assert "only-ours" not in table
+    events = json.loads(srv.cli("audit", "list", "--json", "--action", "threat.confusion").stdout)
+    assert {e["project"] for e in events} == {"internal-tool"}  # once per run

@@ -1,4 +1,4 @@
-"""``stockade threats report|list|import-names``: scanner verdicts and known-malicious names."""
+"""``stockade threats …``: scanner verdicts, known-malicious names, dependency confusion."""
 
 from __future__ import annotations
 
@@ -174,3 +174,57 @@ def import_names(
         )
     for n, why in report.skipped[:10]:
         typer.echo(f"  not imported: {n}: {why}", err=True)
+
+
+@app.command("confusion")
+def confusion(json: bool = JsonOpt) -> None:
+    """Dependency-confusion traps: private project names that a mirror's upstream publishes.
+
+    Looks each private project name up on the upstream of every mirror it shares a virtual
+    index with (one request per name and mirror; this tells the upstream those names). Virtual
+    indexes already serve only the private files; this shows where someone tried.
+    """
+    from stockade.cli.common import err
+    from stockade.services.confusion import Collision, find_collisions
+
+    async def go(r: Runtime) -> tuple[list[Collision], list[tuple[str, str, str]]]:
+        found, failed = await find_collisions(r.indexes, r.pages)
+        for c in found:
+            r.audit.record(
+                "threat.confusion",
+                index=c.mirror_index,
+                project=c.project,
+                outcome="found",
+                private_index=c.private_index,
+                upstream_versions=list(c.upstream_versions),
+            )
+        await r.audit.flush()
+        return found, failed
+
+    found, failed = run(go)
+    if json:
+        print_json(
+            {
+                "collisions": [c.as_dict() for c in found],
+                "failed": [{"project": p, "mirror": m, "error": e} for p, m, e in failed],
+            }
+        )
+    else:
+        print_table(
+            "Private names published upstream",
+            ["project", "private index", "mirror", "through", "upstream versions"],
+            [
+                [
+                    c.project,
+                    c.private_index,
+                    c.mirror_index,
+                    ", ".join(c.virtual_indexes),
+                    ", ".join(c.upstream_versions),
+                ]
+                for c in found
+            ],
+        )
+        if not found:
+            typer.echo("no private project name is published by a mirror's upstream")
+        for p, m, e in failed:
+            err.print(f"could not check {p} on {m}: {e}")
