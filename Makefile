@@ -42,6 +42,7 @@ unit: venv
 bench: venv
 	.venv/bin/python bench/run.py
 	.venv/bin/python bench/vulndb.py
+	.venv/bin/python bench/policy.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
