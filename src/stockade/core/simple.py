@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin
@@ -142,6 +143,7 @@ def version_key(v: str) -> tuple[int, Any]:
         return (0, v)
 
 
+@lru_cache(maxsize=65536)
 def version_from_filename(filename: str) -> str | None:
     """The version a distribution filename encodes, or None when it is not parseable."""
     try:

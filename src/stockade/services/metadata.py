@@ -59,20 +59,6 @@ class MetaFacts:
     error: str | None = None
 
 
-def _facts(row: FileMetadataRow) -> MetaFacts:
-    return MetaFacts(
-        row.sha256,
-        row.project,
-        row.version,
-        row.license_expression,
-        row.license_raw,
-        row.license_source,
-        row.requires_python,
-        row.source,
-        row.error,
-    )
-
-
 def parse_facts(
     sha256: str, project: str, version: str | None, metadata: bytes | None, source: str
 ) -> MetaFacts:
@@ -131,13 +117,23 @@ class MetadataService:
         out = {s: self._cache[s] for s in wanted if s in self._cache}
         missing = sorted(wanted - out.keys())
         if missing:
+            t = FileMetadataRow
+            cols = (
+                t.sha256,
+                t.project,
+                t.version,
+                t.license_expression,
+                t.license_raw,
+                t.license_source,
+                t.requires_python,
+                t.source,
+                t.error,
+            )
             async with self._sessions() as s:
                 for i in range(0, len(missing), 500):
-                    q = select(FileMetadataRow).where(
-                        FileMetadataRow.sha256.in_(missing[i : i + 500])
-                    )
-                    for row in (await s.execute(q)).scalars():
-                        out[row.sha256] = self._remember(_facts(row))
+                    q = select(*cols).where(t.sha256.in_(missing[i : i + 500]))
+                    for row in (await s.execute(q)).tuples():
+                        out[row[0]] = self._remember(MetaFacts(*row))
         return out
 
     def _remember(self, facts: MetaFacts) -> MetaFacts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,7 @@ class PolicyException:
             return True
         if version is None:
             return False
-        try:
-            return SpecifierSet(self.specifier).contains(version, prereleases=True)
-        except (InvalidSpecifier, InvalidVersion):
-            return False
+        return _spec_contains(self.specifier, version)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,10 +91,7 @@ class PolicyApproval:
             return True
         if version is None:
             return False
-        try:
-            return SpecifierSet(self.specifier).contains(version, prereleases=True)
-        except (InvalidSpecifier, InvalidVersion):
-            return False
+        return _spec_contains(self.specifier, version)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +188,24 @@ def _requirement(text: str) -> Requirement:
         raise InvalidRequest(
             f"cannot read {text!r}: {exc}", "e.g. alpha==1.1 or 'alpha>=1,<2'"
         ) from exc
+
+
+@lru_cache(maxsize=4096)
+def _specifier(text: str) -> SpecifierSet | None:
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        return None
+
+
+def _spec_contains(text: str, version: str) -> bool:
+    spec = _specifier(text)
+    if spec is None:
+        return False
+    try:
+        return spec.contains(version, prereleases=True)
+    except InvalidVersion:
+        return False
 
 
 def _exception(row: PolicyExceptionRow) -> PolicyException:
@@ -491,36 +504,43 @@ class PolicyService:
             else {}
         )
         squats = self._squats(page.name) if policy.needs_scan else ()
+        per_version: dict[str | None, tuple[tuple[FindingFact, ...], bool, Any]] = {}
+        memo: dict[tuple[Any, ...], str | None] = {}  # version-level rule verdicts
         out: dict[str, Decision] = {}
         for f in page.files:
-            uploaded = parse_time(f.upload_time)
-            facts = FileFacts(
-                project=page.name,
-                version=f.version,
-                filename=f.filename,
-                yanked=f.yanked,
-                upload_time=uploaded,
-                vulns=by_version.get(f.version or "", ()),
-                size=f.size,
-                license=m.license if (m := meta.get(f.filename)) else None,
-                license_known=m is not None,
-                findings=malicious.get(f.version or "", ())
-                + _scan_findings(scans.get((f.sha256 or "").lower()))
-                + squats,
-                index=index,
-                approved=any(a.covers(page.name, f.version) for a in approved),
-            )
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
                 out[f.filename] = member_block(f.origin, f.blocked)
                 continue
-            decision = evaluate(policy, facts, now)
-            if not decision.allowed:
-                exc = next((e for e in active if e.covers(page.name, f.version)), None)
-                if exc is not None:
-                    until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
-                    decision = decision.excepted(
-                        f"#{exc.id} by {exc.author or 'unknown'} until {until}: {exc.reason}"
-                    )
+            fv = f.version
+            shared = per_version.get(fv)
+            if shared is None:
+                approved_v = any(a.covers(page.name, fv) for a in approved)
+                exc_v = next((e for e in active if e.covers(page.name, fv)), None)
+                shared = (malicious.get(fv or "", ()) + squats, approved_v, exc_v)
+                per_version[fv] = shared
+            base_findings, approved_v, exc = shared
+            scanned = _scan_findings(scans.get((f.sha256 or "").lower())) if scans else ()
+            m = meta.get(f.filename)
+            facts = FileFacts(
+                project=page.name,
+                version=fv,
+                filename=f.filename,
+                yanked=f.yanked,
+                upload_time=parse_time(f.upload_time),
+                vulns=by_version.get(fv or "", ()),
+                size=f.size,
+                license=m.license if m else None,
+                license_known=m is not None,
+                findings=base_findings + scanned if scanned else base_findings,
+                index=index,
+                approved=approved_v,
+            )
+            decision = evaluate(policy, facts, now, memo)
+            if not decision.allowed and exc is not None:
+                until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
+                decision = decision.excepted(
+                    f"#{exc.id} by {exc.author or 'unknown'} until {until}: {exc.reason}"
+                )
             out[f.filename] = decision
         return out
 

@@ -273,11 +273,17 @@ class _Entry:
         return self._compiled
 
 
+MATCH_CACHE_MAX = 500_000
+
+
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     packages: dict[tuple[str, str], list[_Entry]]
     curations: dict[tuple[str, str, str], list[Curation]]
     names: CondaNames
+    # Findings per (ecosystem, name, version), computed once per snapshot: the snapshot is
+    # immutable, and any import or curation replaces it (bounded by MATCH_CACHE_MAX).
+    matches: dict[tuple[str, str, str], list[Finding]] = field(default_factory=dict)
 
 
 def _curation(row: CurationRow) -> Curation:
@@ -641,12 +647,18 @@ class VulnDB:
         result: dict[tuple[str, str, str], list[Finding]] = {}
         for e, n, version in pins:
             eco, name = normalize_package(e, n)
-            findings: list[Finding] = []
-            for entry, via in self._candidates(snap, eco, name):
-                if entry.compiled().affects(version):
-                    findings.append(self._finding(snap, entry, eco, name, version, via))
-            findings.sort(key=lambda f: (-(f.score or 0.0), f.id))
-            result[(eco, name, version)] = findings
+            key = (eco, name, version)
+            findings = snap.matches.get(key)
+            if findings is None:
+                findings = []
+                for entry, via in self._candidates(snap, eco, name):
+                    if entry.compiled().affects(version):
+                        findings.append(self._finding(snap, entry, eco, name, version, via))
+                findings.sort(key=lambda f: (-(f.score or 0.0), f.id))
+                if len(snap.matches) >= MATCH_CACHE_MAX:
+                    snap.matches.clear()
+                snap.matches[key] = findings
+            result[key] = list(findings)
         return result
 
     @staticmethod

@@ -323,6 +323,9 @@ def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule
         expression = _take(raw, "block_if", str, "", where)
         if not expression.strip():
             raise PolicyError(f"{where}: a custom rule needs block_if = '<CEL expression>'")
+        opts["uses"] = frozenset(
+            n for n in ("vulns", "max_severity", "findings") if n in expression
+        )
         try:
             opts["program"] = compile_rule(expression)
         except CelError as exc:
@@ -376,13 +379,43 @@ def _pattern(value: object, where: str) -> _Pattern:
 # -- evaluation --------------------------------------------------------------------------------
 
 
-def evaluate(policy: Policy, facts: FileFacts, now: datetime) -> Decision:
-    """Every rule's verdict on one file; blocked when an enforcing rule objects."""
+# Rules whose verdict depends only on what all files of a version share (the caller builds
+# one vulns tuple per version, so its identity stands for its content within one decide()).
+_VERSION_LEVEL = frozenset({"vulnerabilities", "names", "license"})
+
+
+def evaluate(
+    policy: Policy,
+    facts: FileFacts,
+    now: datetime,
+    memo: dict[tuple[Any, ...], str | None] | None = None,
+) -> Decision:
+    """Every rule's verdict on one file; blocked when an enforcing rule objects.
+
+    ``memo`` (one dict per page decision) reuses the verdicts of version-level rules across the
+    files of a version; the facts given for files of one version must then share one ``vulns``
+    tuple object.
+    """
     blocks: list[Reason] = []
     warnings: list[Reason] = []
     project = canonicalize_name(facts.project)
     for rule in policy.rules:
-        message = _check(rule, facts, project, now)
+        if memo is not None and rule.kind in _VERSION_LEVEL:
+            key = (
+                rule.index,
+                project,
+                facts.version,
+                id(facts.vulns),
+                facts.license,
+                facts.license_known,
+                facts.approved,
+            )
+            if key in memo:
+                message = memo[key]
+            else:
+                message = memo[key] = _check(rule, facts, project, now)
+        else:
+            message = _check(rule, facts, project, now)
         if message is None:
             continue
         requestable = rule.kind == "names" and message.endswith(NOT_ALLOWED)
@@ -454,7 +487,7 @@ def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | N
         return "; ".join(f"{f.tier}: {f.rule} ({f.message})" for f in found[:5])
     if rule.kind == "custom":
         try:
-            matched = o["program"].evaluate(cel_facts(facts, now))
+            matched = o["program"].evaluate(cel_facts(facts, now, o["uses"]))
         except CelError as exc:  # fail closed: a rule that cannot decide does not allow
             return f"{o['name']} could not be evaluated: {exc}"
         if not matched:
@@ -463,9 +496,13 @@ def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | N
     return None
 
 
-def cel_facts(facts: FileFacts, now: datetime) -> dict[str, Any]:
-    """The CEL activation for one file (see core.policy.cel for the schema)."""
+def cel_facts(
+    facts: FileFacts, now: datetime, uses: frozenset[str] = frozenset({"vulns", "findings"})
+) -> dict[str, Any]:
+    """The CEL activation for one file (see core.policy.cel for the schema). Lists the
+    expression never names (``uses``) are left empty: building them is most of the cost."""
     age = (now - facts.upload_time).total_seconds() / 86400 if facts.upload_time else None
+    wants_vulns = bool(uses & {"vulns", "max_severity"})
     return facts_for(
         name=facts.project,
         version=facts.version,
@@ -484,11 +521,11 @@ def cel_facts(facts: FileFacts, now: datetime) -> dict[str, Any]:
                 "status": v.status,
                 "fixed": list(v.fixed_versions),
             }
-            for v in facts.vulns
+            for v in (facts.vulns if wants_vulns else ())
         ],
         findings=[
             {"rule": f.rule, "severity": f.severity, "tier": f.tier, "message": f.message}
-            for f in facts.findings
+            for f in (facts.findings if "findings" in uses else ())
         ],
         provenance=facts.provenance,
         index=facts.index,
