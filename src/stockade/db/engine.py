@@ -63,8 +63,8 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def upgrade(url: str) -> None:
-    """Run Alembic migrations to head (idempotent)."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations to ``revision`` (default: the newest; idempotent)."""
     from alembic import command
     from alembic.config import Config
 
@@ -75,4 +75,4 @@ def upgrade(url: str) -> None:
         path = make_url(sync_url(url)).database
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)

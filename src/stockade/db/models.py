@@ -39,18 +39,44 @@ class IndexRow(Base):
 
 class TokenRow(Base):
     __tablename__ = "tokens"
+    __table_args__ = (Index("ix_tokens_team", "team"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     index_name: Mapped[str] = mapped_column(String(64))  # "*" = every index
     scope: Mapped[str] = mapped_column(String(16))
-    team: Mapped[str | None] = mapped_column(String(128))
+    team: Mapped[str | None] = mapped_column(String(128))  # a teams.name (checked on create)
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str | None] = mapped_column(String(32))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TeamRow(Base):
+    """A group of tokens; what its tokens may reach is the union of its grants."""
+
+    __tablename__ = "teams"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class TeamGrantRow(Base):
+    """A team's access to one index ("*" = every index), up to a scope."""
+
+    __tablename__ = "team_grants"
+    __table_args__ = (UniqueConstraint("team", "index_name", name="uq_team_grant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team: Mapped[str] = mapped_column(ForeignKey("teams.name", ondelete="CASCADE"))
+    index_name: Mapped[str] = mapped_column(String(64))  # "*" = every index
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class FileRow(Base):
