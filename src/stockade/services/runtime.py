@@ -22,6 +22,7 @@ from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
+from stockade.services.teams import TeamService
 from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
 from stockade.services.vulndb import VulnDB
@@ -41,6 +42,7 @@ class Runtime:
         self.audit = AuditLog(self.sessions)
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
+        self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)
         self.vulns = VulnDB(self.sessions)
         self.policies = PolicyService(self.sessions, self.vulns)
         self.pages = PageService(
