@@ -20,6 +20,9 @@ def test_admin_api_round_trip(server: Server, tmp_path: Path) -> None:
         assert (
             c.post("/api/v1/indexes", json={"name": "priv", "kind": "private"}).status_code == 409
         )
+        assert c.post("/api/v1/teams", json={"name": "t1"}).status_code == 201
+        grant = {"index": "priv", "scope": "write"}
+        assert c.post("/api/v1/teams/t1/grants", json=grant).status_code == 201
         tok = c.post("/api/v1/tokens", json={"index": "priv", "scope": "write", "team": "t1"})
         assert tok.status_code == 201
         writer = tok.json()["token"]

@@ -246,6 +246,12 @@ def test_auth_matrix(
     pipdemo = build_wheel(w.dist / "pip", "pipdemo", "1.0")
     r = post_upload(w.client, "/pypi/priv/", pipdemo, bearer(server.admin_token))
     assert r.status_code == 200, r.text
+    for path, body in (
+        ("/api/v1/teams", {"name": "platform"}),
+        ("/api/v1/teams/platform/grants", {"index": "priv", "scope": "read"}),
+    ):
+        r = w.admin.post(path, json=body)
+        assert r.status_code == 201, r.text
     pip_token = w.api_token("priv", "read", note="pip on CI", team="platform")
     unused = w.api_token("priv", "read", note="never used")
     wrong_pip = f"stk_{token_id(pip_token)}_{'B' * 43}"

@@ -57,6 +57,12 @@ def test_index_and_token_commands(sqlite_server: Server) -> None:
     assert missing.returncode == 1
     assert "no index named 'nope'" in missing.stderr
 
+    no_team = srv.cli("token", "create", "--index", "p", "--team", "data", check=False)
+    assert no_team.returncode == 1
+    assert "no team named 'data'" in no_team.stderr
+    assert "stockade team create data" in no_team.stderr
+    srv.cli("team", "create", "data")
+    srv.cli("team", "grant", "data", "p", "--scope", "write")
     out = srv.cli(
         "token",
         "create",

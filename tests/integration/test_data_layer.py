@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from stockade.core.archives import ArchiveLimits
+from stockade.core.auth import Grant
 from stockade.db.engine import upgrade
 from stockade.errors import Conflict, InvalidRequest, NotFound
 from stockade.services import repo
@@ -44,12 +45,17 @@ def test_migration_is_idempotent_and_services_round_trip(tmp_path: Path, db_url:
             with pytest.raises(Conflict, match="member"):
                 await rt.indexes.delete("internal")
 
+            with pytest.raises(NotFound, match="no team named 'ml'"):
+                await rt.tokens.create(index="internal", scope=Scope.WRITE, team="ml")
+            await rt.teams.create("ml")
+            await rt.teams.grant("ml", "internal", Scope.WRITE)
             secret, rec = await rt.tokens.create(
                 index="internal", scope=Scope.WRITE, expires="1d", team="ml", note="ci"
             )
             info = await rt.tokens.verify(secret)
             assert info.id == rec.info.id
             assert info.team == "ml"
+            assert info.grants == (Grant("internal", Scope.WRITE),)
             assert info.expires_at is not None
             listed = await rt.tokens.list(team="ml")
             assert [r.info.id for r in listed] == [rec.info.id]

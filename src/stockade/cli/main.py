@@ -14,6 +14,7 @@ from stockade.cli import (
     policy_cmd,
     scan_cmd,
     server_cmd,
+    team_cmd,
     threats_cmd,
     token_cmd,
     vuln_cmd,
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(index_cmd.app, name="index")
 app.add_typer(token_cmd.app, name="token")
+app.add_typer(team_cmd.app, name="team")
 app.add_typer(package_cmd.app, name="package")
 app.add_typer(server_cmd.db_app, name="db")
 app.add_typer(server_cmd.audit_app, name="audit")

@@ -18,7 +18,9 @@ def create(
     index: str = typer.Option(..., "--index", help="Index the token is for ('*' = every index)."),
     scope: str = typer.Option("read", "--scope", help="read | write | admin"),
     expires: str = typer.Option(None, "--expires", help="Lifetime such as 12h, 30d, 1y."),
-    team: str = typer.Option(None, "--team", help="Team the token belongs to."),
+    team: str = typer.Option(
+        None, "--team", help="Team the token belongs to (must exist; see `stockade team`)."
+    ),
     note: str = typer.Option(None, "--note", help="Free text: who or what uses it."),
     json: bool = JsonOpt,
 ) -> None:
@@ -38,7 +40,8 @@ def create(
         print_json({**rec.as_dict(), "token": secret})
         return
     exp = rec.info.expires_at.isoformat() if rec.info.expires_at else "never"
-    typer.echo(f"token {rec.info.id}: scope {sc.value} on index {index!r}, expires {exp}")
+    of_team = f", team {rec.info.team!r}" if rec.info.team else ""
+    typer.echo(f"token {rec.info.id}: scope {sc.value} on index {index!r}{of_team}, expires {exp}")
     typer.echo("store it now; it is not shown again:")
     typer.echo(secret)
 

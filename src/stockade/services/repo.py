@@ -9,8 +9,16 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stockade.core.auth import TokenInfo
-from stockade.db.models import AuditRow, FileRow, IndexRow, MirrorPageRow, TokenRow
+from stockade.core.auth import Grant, TokenInfo
+from stockade.db.models import (
+    AuditRow,
+    FileRow,
+    IndexRow,
+    MirrorPageRow,
+    TeamGrantRow,
+    TeamRow,
+    TokenRow,
+)
 from stockade.types import IndexKind, Scope
 
 
@@ -131,16 +139,18 @@ class TokenRecord:
         }
 
 
-def _token(row: TokenRow) -> TokenRecord:
+def _token(row: TokenRow, grants: tuple[Grant, ...] | None) -> TokenRecord:
+    """``grants``: those of the token's team (None: no such team)."""
     return TokenRecord(
         info=TokenInfo(
             id=row.id,
             index_name=row.index_name,
             scope=Scope(row.scope),
-            team=row.team,
+            team=row.team or None,  # an empty tag never meant anything
             expires_at=aware(row.expires_at),
             revoked_at=aware(row.revoked_at),
             secret_hash=bytes(row.secret_hash),
+            grants=grants,
         ),
         note=row.note,
         created_at=aware(row.created_at) or utcnow(),
@@ -174,12 +184,15 @@ async def insert_token(
     )
     s.add(row)
     await s.flush()
-    return _token(row)
+    return _token(row, await team_grants(s, team) if team else None)
 
 
 async def get_token(s: AsyncSession, token_id: str) -> TokenRecord | None:
+    """The token with its team's grants (what authorize() needs, cached together)."""
     row = await s.get(TokenRow, token_id)
-    return _token(row) if row else None
+    if row is None:
+        return None
+    return _token(row, await team_grants(s, row.team) if row.team else None)
 
 
 async def list_tokens(
@@ -190,7 +203,9 @@ async def list_tokens(
         q = q.where(TokenRow.index_name == index)
     if team:
         q = q.where(TokenRow.team == team)
-    return [_token(r) for r in (await s.execute(q)).scalars()]
+    rows = list((await s.execute(q)).scalars())
+    grants = await all_team_grants(s) if any(r.team for r in rows) else {}
+    return [_token(r, grants.get(r.team) if r.team else None) for r in rows]
 
 
 async def revoke_token(s: AsyncSession, token_id: str) -> bool:
@@ -205,6 +220,176 @@ async def revoke_token(s: AsyncSession, token_id: str) -> bool:
 async def touch_tokens(s: AsyncSession, used: dict[str, datetime]) -> None:
     for token_id, at in used.items():
         await s.execute(update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=at))
+
+
+# -- teams -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    team: str
+    index_name: str  # "*" = every index
+    scope: Scope
+    created_at: datetime
+    created_by: str | None
+    index_exists: bool = True  # filled in by TeamService: a grant may outlive its index
+
+    @property
+    def grant(self) -> Grant:
+        return Grant(self.index_name, self.scope)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "team": self.team,
+            "index": self.index_name,
+            "scope": self.scope.value,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "index_exists": self.index_exists,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    name: str
+    description: str | None
+    created_at: datetime
+    created_by: str | None
+    grants: tuple[GrantRecord, ...]
+    tokens_active: int  # neither revoked nor expired
+    tokens_total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "grants": [g.as_dict() for g in self.grants],
+            "tokens": {"active": self.tokens_active, "total": self.tokens_total},
+        }
+
+
+def _grant(row: TeamGrantRow) -> GrantRecord:
+    return GrantRecord(
+        team=row.team,
+        index_name=row.index_name,
+        scope=Scope(row.scope),
+        created_at=aware(row.created_at) or utcnow(),
+        created_by=row.created_by,
+    )
+
+
+async def team_grants(s: AsyncSession, team: str) -> tuple[Grant, ...] | None:
+    """The grants of ``team``; None if there is no such team."""
+    if await s.get(TeamRow, team) is None:
+        return None
+    q = select(TeamGrantRow).where(TeamGrantRow.team == team).order_by(TeamGrantRow.index_name)
+    return tuple(_grant(r).grant for r in (await s.execute(q)).scalars())
+
+
+async def all_team_grants(s: AsyncSession) -> dict[str, tuple[Grant, ...]]:
+    """Every team's grants (teams without grants map to ``()``)."""
+    out: dict[str, list[Grant]] = {n: [] for n in (await s.execute(select(TeamRow.name))).scalars()}
+    q = select(TeamGrantRow).order_by(TeamGrantRow.team, TeamGrantRow.index_name)
+    for r in (await s.execute(q)).scalars():
+        out.setdefault(r.team, []).append(_grant(r).grant)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+async def team_exists(s: AsyncSession, name: str) -> bool:
+    return await s.get(TeamRow, name) is not None
+
+
+async def _team_token_counts(s: AsyncSession, team: str | None = None) -> dict[str, list[int]]:
+    """team → [active, total] (active: neither revoked nor expired). Counted here rather than
+    in SQL because SQLite compares stored timestamps as text."""
+    q = select(TokenRow.team, TokenRow.revoked_at, TokenRow.expires_at).where(
+        TokenRow.team.is_not(None)
+    )
+    if team is not None:
+        q = q.where(TokenRow.team == team)
+    now = utcnow()
+    counts: dict[str, list[int]] = {}
+    for name, revoked_at, expires_at in (await s.execute(q)).all():
+        c = counts.setdefault(str(name), [0, 0])
+        c[1] += 1
+        exp = aware(expires_at)
+        if revoked_at is None and (exp is None or exp > now):
+            c[0] += 1
+    return counts
+
+
+def _team(row: TeamRow, grants: list[GrantRecord], counts: list[int] | None) -> TeamRecord:
+    active, total = counts or (0, 0)
+    return TeamRecord(
+        name=row.name,
+        description=row.description,
+        created_at=aware(row.created_at) or utcnow(),
+        created_by=row.created_by,
+        grants=tuple(grants),
+        tokens_active=active,
+        tokens_total=total,
+    )
+
+
+async def get_team(s: AsyncSession, name: str) -> TeamRecord | None:
+    row = await s.get(TeamRow, name)
+    if row is None:
+        return None
+    q = select(TeamGrantRow).where(TeamGrantRow.team == name).order_by(TeamGrantRow.index_name)
+    grants = [_grant(r) for r in (await s.execute(q)).scalars()]
+    return _team(row, grants, (await _team_token_counts(s, name)).get(name))
+
+
+async def list_teams(s: AsyncSession) -> list[TeamRecord]:
+    rows = list((await s.execute(select(TeamRow).order_by(TeamRow.name))).scalars())
+    grants: dict[str, list[GrantRecord]] = {r.name: [] for r in rows}
+    q = select(TeamGrantRow).order_by(TeamGrantRow.team, TeamGrantRow.index_name)
+    for g in (await s.execute(q)).scalars():
+        grants.setdefault(g.team, []).append(_grant(g))
+    counts = await _team_token_counts(s)
+    return [_team(r, grants[r.name], counts.get(r.name)) for r in rows]
+
+
+async def insert_team(
+    s: AsyncSession, *, name: str, description: str | None, created_by: str | None
+) -> None:
+    s.add(TeamRow(name=name, description=description, created_at=utcnow(), created_by=created_by))
+    await s.flush()
+
+
+async def delete_team(s: AsyncSession, name: str) -> None:
+    await s.execute(delete(TeamGrantRow).where(TeamGrantRow.team == name))
+    await s.execute(delete(TeamRow).where(TeamRow.name == name))
+
+
+async def set_grant(
+    s: AsyncSession, *, team: str, index_name: str, scope: Scope, created_by: str | None
+) -> tuple[GrantRecord, Scope | None]:
+    """Create or change the team's grant on ``index_name``; also returns the previous scope."""
+    q = select(TeamGrantRow).where(TeamGrantRow.team == team, TeamGrantRow.index_name == index_name)
+    row = (await s.execute(q)).scalar_one_or_none()
+    previous = Scope(row.scope) if row is not None else None
+    if row is None:
+        row = TeamGrantRow(team=team, index_name=index_name)
+        s.add(row)
+    row.scope = scope.value
+    row.created_at = utcnow()  # the grant as it stands now was made now, by created_by
+    row.created_by = created_by
+    await s.flush()
+    return _grant(row), previous
+
+
+async def delete_grant(s: AsyncSession, *, team: str, index_name: str) -> GrantRecord | None:
+    q = select(TeamGrantRow).where(TeamGrantRow.team == team, TeamGrantRow.index_name == index_name)
+    row = (await s.execute(q)).scalar_one_or_none()
+    if row is None:
+        return None
+    found = _grant(row)
+    await s.delete(row)
+    await s.flush()
+    return found
 
 
 # -- files -------------------------------------------------------------------------------------

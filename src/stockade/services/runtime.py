@@ -23,6 +23,7 @@ from stockade.services.invalidation import FileInvalidation
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
+from stockade.services.teams import TeamService
 from stockade.services.threats import ThreatService
 from stockade.services.tokens import TokenService
 from stockade.services.uploads import UploadService
@@ -43,6 +44,7 @@ class Runtime:
         self.audit = AuditLog(self.sessions)
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
+        self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)
         self.vulns = VulnDB(self.sessions)
         self.metadata = MetadataService(self.sessions, self.store, self.http)
         self.threats = ThreatService(self.sessions, self.store, self.audit, self.changed)

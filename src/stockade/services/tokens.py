@@ -1,7 +1,12 @@
-"""Token lifecycle (create, list, revoke) and per-request verification with a small cache."""
+"""Token lifecycle (create, list, revoke) and per-request verification with a small cache.
+
+A cached record carries the grants of the token's team, so team and grant changes must clear
+this cache (``Runtime.changed()`` does, in every process).
+"""
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,8 +32,10 @@ class TokenService:
         self._audit = audit
         self._cache: dict[str, TokenRecord | None] = {}
         self._touched: dict[str, float] = {}
+        self._generation = 0  # bumped by clear(): a lookup that straddles a clear is not kept
 
     def clear(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     async def create(
@@ -43,9 +50,16 @@ class TokenService:
     ) -> tuple[str, TokenRecord]:
         if index != auth.ALL_INDEXES:
             await self._indexes.get(index)
+        team = team or None
         expires_at = repo.utcnow() + auth.parse_duration(expires) if expires else None
         minted = auth.mint()
         async with self._sessions() as s, s.begin():
+            if team is not None and not await repo.team_exists(s, team):
+                raise NotFound(
+                    f"no team named {team!r}",
+                    f"create it first: stockade team create {shlex.quote(team)} (and grant it "
+                    "indexes with stockade team grant)",
+                )
             rec = await repo.insert_token(
                 s,
                 token_id=minted.token_id,
@@ -78,7 +92,7 @@ class TokenService:
             if rec is None:
                 raise NotFound(f"no token with id {token_id!r}", "see `stockade token list`")
             await repo.revoke_token(s, token_id)
-        self._cache.clear()
+        self.clear()
         self._audit.record("token.revoke", actor=actor, token=token_id)
         async with self._sessions() as s:
             rec2 = await repo.get_token(s, token_id)
@@ -94,15 +108,18 @@ class TokenService:
                 "tokens look like stk_<16 hex>_<43 chars>; create one with `stockade token create`",
             )
         token_id, secret = parts
-        if token not in self._cache:
+        if token in self._cache:
+            found = self._cache[token]
+        else:
+            generation = self._generation
             async with self._sessions() as s:
-                rec = await repo.get_token(s, token_id)
-            if rec is not None and not auth.secret_matches(secret, rec.info.secret_hash):
-                rec = None
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[token] = rec
-        found = self._cache[token]
+                found = await repo.get_token(s, token_id)
+            if found is not None and not auth.secret_matches(secret, found.info.secret_hash):
+                found = None
+            if generation == self._generation:  # else a change raced this lookup: use, not keep
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[token] = found
         if found is None:
             raise AuthError("unknown token", "check for typos or ask an admin for a new token")
         self.note_use(found)

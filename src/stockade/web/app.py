@@ -94,7 +94,7 @@ async def authorized_index(
             # Do not reveal which index names exist to callers who may not see them.
             if token is None:
                 auth.authorize(None, index=name, needed=needed, now=repo.utcnow())
-            elif token.index_name != auth.ALL_INDEXES:
+            elif token.index_name != auth.ALL_INDEXES or token.team is not None:
                 auth.authorize(token, index=name, needed=needed, now=repo.utcnow())
             raise NotFound(f"no index named {name!r}", "check the URL: /pypi/<index>/simple/")
         index = found
@@ -384,12 +384,13 @@ async def api_indexes(request: Request) -> Response:
     runtime = rt(request)
     if request.method == "GET":
         token = await identify(request)
-        if token is None:
-            raise AuthError("this endpoint needs a token")
-        auth.authorize(token, index=token.index_name, needed=Scope.READ, now=repo.utcnow())
-        items = await runtime.indexes.list()
-        if token.index_name != auth.ALL_INDEXES:
-            items = [i for i in items if i.name == token.index_name]
+        now = repo.utcnow()
+        auth.authorize_any(token, needed=Scope.READ, now=now)
+        items = [
+            i
+            for i in await runtime.indexes.list()
+            if auth.permits(token, index=i.name, needed=Scope.READ, now=now)
+        ]
         return _json([i.as_dict() for i in items])
     token = await _admin(request)
     data = await _body(request)
@@ -434,19 +435,77 @@ async def api_tokens(request: Request) -> Response:
     data = await _body(request)
     index = str(data.get("index", ""))
     token = await _admin(request, index or auth.ALL_INDEXES)
-    try:
-        scope = Scope(str(data.get("scope", "read")))
-    except ValueError as exc:
-        raise InvalidRequest("scope must be read, write or admin") from exc
+    scope = _scope(data.get("scope", "read"))
+    team = data.get("team")
+    if team is not None and not isinstance(team, str):
+        raise InvalidRequest("team must be a team's name", "see GET /api/v1/teams")
     secret, rec = await runtime.tokens.create(
         index=index,
         scope=scope,
         expires=data.get("expires"),
-        team=data.get("team"),
+        team=team,
         note=data.get("note"),
         created_by=token.id,
     )
     return _json({**rec.as_dict(), "token": secret}, 201)
+
+
+def _scope(value: Any) -> Scope:
+    try:
+        return Scope(str(value))
+    except ValueError as exc:
+        raise InvalidRequest("scope must be read, write or admin") from exc
+
+
+async def api_teams(request: Request) -> Response:
+    runtime = rt(request)
+    token = await _admin(request)
+    if request.method == "GET":
+        return _json([t.as_dict() for t in await runtime.teams.list()])
+    data = await _body(request)
+    description = data.get("description")
+    team = await runtime.teams.create(
+        str(data.get("name", "")),
+        description=str(description) if description is not None else None,
+        actor=token.id,
+    )
+    return _json(team.as_dict(), 201)
+
+
+async def api_team(request: Request) -> Response:
+    runtime = rt(request)
+    token = await _admin(request)
+    name = request.path_params["team"]
+    if request.method == "GET":
+        return _json((await runtime.teams.show(name)).as_dict())
+    await runtime.teams.delete(name, actor=token.id)
+    return Response(status_code=204)
+
+
+async def api_team_grants(request: Request) -> Response:
+    """POST {"index": NAME or "*", "scope": read|write|admin}: create or change a grant."""
+    runtime = rt(request)
+    token = await _admin(request)
+    data = await _body(request)
+    made, previous = await runtime.teams.grant(
+        request.path_params["team"],
+        str(data.get("index", "")),
+        _scope(data.get("scope", "")),
+        actor=token.id,
+    )
+    return _json(
+        {**made.as_dict(), "previous": previous.value if previous else None},
+        201 if previous is None else 200,
+    )
+
+
+async def api_team_grant(request: Request) -> Response:
+    runtime = rt(request)
+    token = await _admin(request)
+    gone = await runtime.teams.revoke_grant(
+        request.path_params["team"], request.path_params["index"], actor=token.id
+    )
+    return _json(gone.as_dict())
 
 
 async def api_token(request: Request) -> Response:
@@ -505,9 +564,8 @@ async def api_audit(request: Request) -> Response:
 
 async def _reader(request: Request) -> TokenInfo:
     token = await identify(request)
-    if token is None:
-        raise AuthError("this endpoint needs a token", "send it as a Bearer token")
-    auth.authorize(token, index=token.index_name, needed=Scope.READ, now=repo.utcnow())
+    auth.authorize_any(token, needed=Scope.READ, now=repo.utcnow())
+    assert token is not None
     return token
 
 
@@ -837,6 +895,10 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/indexes/{index}", api_index, methods=["GET", "DELETE"]),
         Route("/api/v1/tokens", api_tokens, methods=["GET", "POST"]),
         Route("/api/v1/tokens/{token_id}", api_token, methods=["DELETE"]),
+        Route("/api/v1/teams", api_teams, methods=["GET", "POST"]),
+        Route("/api/v1/teams/{team}", api_team, methods=["GET", "DELETE"]),
+        Route("/api/v1/teams/{team}/grants", api_team_grants, methods=["POST"]),
+        Route("/api/v1/teams/{team}/grants/{index}", api_team_grant, methods=["DELETE"]),
         Route(
             "/api/v1/indexes/{index}/projects/{project}/versions/{version}/yank",
             api_yank,

@@ -6,7 +6,8 @@ verified token, a fresh rendered page — the answer needs no routing, no reques
 I/O beyond one ``stat`` for cross-process invalidation. Anything else (cold caches, errors,
 redirects, query strings, stale pages) falls through to the regular Starlette routes, which
 produce the same answer more slowly, so the two paths cannot disagree on decisions: the fast
-path only ever answers 200 or 304 after the same ``authorize()`` call.
+path only ever answers 200 or 304 after the same ``authorize()`` call. A team token's grants
+are part of its cached record, so team checks cost no I/O here either.
 """
 
 from __future__ import annotations
