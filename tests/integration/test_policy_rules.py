@@ -189,35 +189,44 @@ def test_custom_cel_and_threat_rules(server: Server, upstream: UpstreamSet, tmp_
 
 def test_quarantine_ends_by_itself(server: Server, tmp_path: Path) -> None:
     """The clock is controlled through the upload times the upstream publishes: 1.0 is old,
-    2.0 was published just now, and the quarantine lasts ten seconds."""
+    2.0 is published (the tree rewritten) just before the first install, and the quarantine
+    lasts twenty seconds from then."""
     srv = server
     dist = tmp_path / "qdist"
     dist.mkdir()
     old = build_wheel(dist, "fresh", "1.0")
     new = build_wheel(dist, "fresh", "2.0")
-    now = datetime.now(UTC)
     root = tmp_path / "quarantine"
-    write_simple_tree(
-        root,
-        [old, new],
-        upload_times={
-            old.name: (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            new.name: now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        },
-    )
+    window = timedelta(seconds=20)
+
+    def publish(now: datetime) -> None:
+        write_simple_tree(
+            root,
+            [old, new],
+            upload_times={
+                old.name: (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                new.name: now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        )
+
+    publish(datetime.now(UTC))
     up = Upstream(root)
     try:
         srv.cli("index", "create", "up", "--mirror", up.simple_url)
         policy = tmp_path / "age.toml"
-        policy.write_text(f'[[rules]]\nkind = "age"\nmin_days = {10 / 86400}\n')
+        policy.write_text(f'[[rules]]\nkind = "age"\nmin_days = {window.total_seconds() / 86400}\n')
         srv.cli("policy", "set", "up", "--file", str(policy))
         token = srv.token("up")
         url = srv.index_url("up", token)
+        now = datetime.now(UTC)
+        publish(now)  # Stockade has not fetched the page yet: it sees this upload time
         pip("install", "--index-url", url, "--target", str(tmp_path / "a"), "fresh")
         assert installed(tmp_path / "a") == {"fresh-1.0.dist-info"}
         why = srv.cli("policy", "explain", "up", "fresh", "2.0").stdout
         assert "quarantine is" in why
-        time.sleep(max(0.0, (now + timedelta(seconds=10.5) - datetime.now(UTC)).total_seconds()))
+        left = (now + window + timedelta(seconds=0.5) - datetime.now(UTC)).total_seconds()
+        assert left > 0, "the test machine is too slow for this quarantine window"
+        time.sleep(left)
         # no action needed: the cached page is re-decided when the quarantine ends
         pip("install", "--index-url", url, "--target", str(tmp_path / "b"), "fresh")
         assert installed(tmp_path / "b") == {"fresh-2.0.dist-info"}
