@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -107,6 +108,31 @@ def test_license_rule_reads_real_metadata(
     )
     assert pinned.returncode != 0
     assert "no licence in the metadata" in pinned.stdout + pinned.stderr
+    # the upstream has no PEP 658 metadata for this blocked wheel: Stockade advertises its own
+    # (name, version, reason), so pip still gets far enough to print the reason
+    agpl = pip(
+        "install",
+        "--index-url",
+        url,
+        "--target",
+        str(tmp_path / "f"),
+        "hidden-meta==1.0",
+        check=False,
+    )
+    assert agpl.returncode != 0
+    assert "blocked by policy: rule 1 (license): AGPL-3.0-only" in agpl.stdout + agpl.stderr
+    with srv.http(token) as c:
+        page = c.get(
+            "/pypi/up/simple/hidden-meta/",
+            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+        ).json()
+        entry = next(f for f in page["files"] if f["filename"].startswith("hidden_meta-1.0"))
+        meta = c.get("/pypi/up/files/hidden-meta/hidden_meta-1.0-py3-none-any.whl.metadata")
+        assert meta.status_code == 200
+        assert hashlib.sha256(meta.content).hexdigest() == entry["core-metadata"]["sha256"]
+        assert b"Name: hidden-meta\nVersion: 1.0\n" in meta.content
+        allowed = next(f for f in page["files"] if f["filename"].startswith("hidden_meta-0.9"))
+        assert "core-metadata" not in allowed  # nothing invented for files that are served
 
 
 CEL_AND_THREATS = """

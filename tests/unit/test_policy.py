@@ -121,3 +121,15 @@ def test_a_member_block_reads_as_the_member_s_reason() -> None:
     d = member_block("prod-mirror", "rule 1 (names): x is denied")
     assert not d.allowed
     assert d.summary() == "blocked by rule 1 (names): x is denied (policy of index 'prod-mirror')"
+
+
+def test_unrated_advisories_count_only_when_asked() -> None:
+    unrated = VulnFact("PYSEC-1", None, None, "affected", ("2.0",))
+    lax = parse_policy('[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\n')
+    assert evaluate(lax, facts(vulns=(unrated,)), NOW).allowed
+    strict = parse_policy(
+        '[[rules]]\nkind = "vulnerabilities"\nseverity = "high"\nunknown_severity = "block"\n'
+    )
+    d = evaluate(strict, facts(vulns=(unrated,)), NOW)
+    assert not d.allowed
+    assert d.blocks[0].message == "PYSEC-1 (severity unknown) ≥ high; fixed in 2.0"

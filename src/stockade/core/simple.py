@@ -53,6 +53,10 @@ class FileEntry:
     # rendered as yanked (PEP 592) with this reason, so resolvers skip it and a pinned install
     # shows the reason; the download itself is refused.
     blocked: str | None = None
+    # The metadata advertised for a blocked file is Stockade's own (name, version, reason):
+    # the upstream offers none, and without it pip would download the file (403) before it
+    # could show the reason. Never set on a file that can be downloaded.
+    synthetic_metadata: bool = False
 
     @property
     def shown_yanked(self) -> str | bool:
@@ -133,6 +137,7 @@ def _entry_dict(f: FileEntry) -> dict[str, Any]:
         "upload_time": f.upload_time,
         "origin": f.origin,
         "blocked": f.blocked,
+        "synthetic_metadata": f.synthetic_metadata,
     }
 
 
@@ -141,6 +146,18 @@ def version_key(v: str) -> tuple[int, Any]:
         return (1, Version(v))
     except InvalidVersion:
         return (0, v)
+
+
+def blocked_metadata(project: str, version: str, reason: str) -> bytes:
+    """Core metadata Stockade serves for a blocked file the upstream has none for: enough for a
+    resolver to get as far as showing the block's reason; the file itself is never served."""
+    clean = " ".join(reason.split())[:900]
+    return (
+        "Metadata-Version: 2.1\n"
+        f"Name: {project}\n"
+        f"Version: {version}\n"
+        f"Summary: blocked by Stockade policy: {clean}\n"
+    ).encode()
 
 
 @lru_cache(maxsize=65536)

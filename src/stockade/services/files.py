@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.ports import BlobStore, BlobWriter
-from stockade.core.simple import FileEntry, version_from_filename
+from stockade.core.simple import FileEntry, blocked_metadata, version_from_filename
 from stockade.errors import (
     IntegrityError,
     NotFound,
@@ -345,6 +345,8 @@ class FileService:
         """PEP 658 core metadata of ``filename`` (also of a blocked file: metadata runs no code,
         and pip reports a blocked pin's reason only after it has resolved)."""
         entry, origin = await self.entry(index, project, filename, blocked_ok=True)
+        if entry.synthetic_metadata and entry.blocked is not None and entry.version:
+            return blocked_metadata(project, entry.version, entry.blocked)
         if not entry.has_metadata:
             raise NotFound(f"no metadata file is published for {filename}")
         meta_sha = entry.metadata_sha256

@@ -24,6 +24,7 @@ from stockade.core.simple import (
     JSON_V1,
     FileEntry,
     ProjectPage,
+    blocked_metadata,
     render_html,
     render_json,
     version_from_filename,
@@ -224,7 +225,7 @@ class PageService:
             listed = tuple(
                 f
                 if decisions[f.filename].allowed
-                else replace(f, blocked=_why(decisions[f.filename]))
+                else _listed_blocked(served.page, f, decisions[f.filename])
                 for f in served.page.files
             )
         else:
@@ -451,6 +452,22 @@ class PageService:
             if index.kind is IndexKind.PRIVATE:
                 return await repo.list_projects(s, index.id)
             return await repo.mirror_projects(s, index.id)
+
+
+def _listed_blocked(page: ProjectPage, f: FileEntry, decision: Decision) -> FileEntry:
+    """A blocked file as its page lists it: yanked with the reason, and with core metadata
+    (Stockade's own when the upstream has none) so pip resolves far enough to print it."""
+    why = _why(decision)
+    if f.has_metadata or f.version is None:
+        return replace(f, blocked=why)
+    meta = blocked_metadata(page.name, f.version, why)
+    return replace(
+        f,
+        blocked=why,
+        has_metadata=True,
+        metadata_sha256=hashlib.sha256(meta).hexdigest(),
+        synthetic_metadata=True,
+    )
 
 
 def _why(decision: Decision) -> str:

@@ -10,6 +10,7 @@ it object ("PYSEC-2019-217 (high) ≥ high"). Example::
     severity = "high"          # at or above: any | low | medium | high | critical
     only_fixed = false         # true: only when a fixed version exists
     grace_days = 0             # do not block before N days after the advisory's publication
+    unknown_severity = "allow" # or "block": an advisory without a rating counts as reaching it
 
     [[rules]]
     kind = "names"
@@ -285,6 +286,10 @@ def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule
         opts["severity"] = sev
         opts["only_fixed"] = _take(raw, "only_fixed", bool, False, where)
         opts["grace_days"] = _take(raw, "grace_days", int, 0, where)
+        unknown = _take(raw, "unknown_severity", str, "allow", where)
+        if unknown not in ("allow", "block"):
+            raise PolicyError(f"{where}: unknown_severity must be allow or block, not {unknown!r}")
+        opts["unknown_severity"] = unknown
     elif kind == "names":
         opts["deny"] = [_pattern(p, where) for p in _take(raw, "deny", list, [], where)]
         opts["allow"] = [_pattern(p, where) for p in _take(raw, "allow", list, [], where)]
@@ -431,10 +436,12 @@ def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | N
         for v in facts.vulns:
             if v.status not in ("affected", "under_investigation"):
                 continue
-            if o["severity"] != "any" and (
-                v.severity is None or RATINGS.index(v.severity) < RATINGS.index(o["severity"])
-            ):
-                continue
+            if o["severity"] != "any":
+                if v.severity is None:
+                    if o["unknown_severity"] != "block":
+                        continue
+                elif RATINGS.index(v.severity) < RATINGS.index(o["severity"]):
+                    continue
             if o["only_fixed"] and not v.fixed_versions:
                 continue
             fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
