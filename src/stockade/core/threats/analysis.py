@@ -1,0 +1,1708 @@
+"""Python-aware static analysis of one source file (never executed, never imported).
+
+The module is parsed with :mod:`ast`; imports and aliases are resolved (``import subprocess as
+sp``, ``from os import system as s``, ``__import__("o"+"s")``, ``getattr(__builtins__, "ex"+"ec")``,
+``x = os.system``), constants are folded (:mod:`decode`) and values carry *labels* (the tags of
+the calls and strings they come from) through assignments, calls, returns, containers, string
+building, parameters of local functions and files written then read or run. Each call to a
+tagged name becomes an :class:`Event` with the labels of the arguments that matter to it (the
+code for ``exec``, the program for a process, the data for a request). Payloads decoded
+statically from what ``exec``/``eval`` receive are parsed and analysed again in the context
+of the call (bounded depth).
+
+Every scope (module body, function, method, decoded payload) has a context: ``install``
+(setup.py, setuptools/hatch commands, build hooks), ``startup`` (.pth), ``import`` (module-level
+code and what it calls), ``runtime`` (code that runs only when called) or ``test``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from stockade.core.threats.decode import Folder, Marshalled, b64_text, printable_strings
+from stockade.core.threats.rules import CONTEXTS, RuleSet
+from stockade.core.threats.strings import StringMatcher, entropy, shell_normalize
+
+__all__ = ["Event", "PyResult", "Scope", "analyze_python", "snippet_of"]
+
+_BUILTIN_NAMES: Final = frozenset(dir(builtins)) | {"__builtins__", "execfile", "file", "unicode"}
+_RANK: Final = {c: i for i, c in enumerate(CONTEXTS)}
+_NARROW: Final = frozenset({"get", "__getitem__", "pop", "setdefault", "getenv"})
+_COMMAND_BASES: Final = re.compile(
+    r"^(?:setuptools\.command\.|distutils\.command\.|setuptools\.Command$|distutils\.core\.Command$"
+    r"|distutils\.cmd\.Command$|setuptools\._distutils\.|wheel\.bdist_wheel\.|"
+    r"hatchling\.builders\.hooks\.plugin\.interface\.BuildHookInterface$|"
+    r"hatchling\.metadata\.plugin\.interface\.MetadataHookInterface$|"
+    r"pdm\.backend\.hooks\.|Cython\.Distutils\.|numpy\.distutils\.command\.)"
+)
+# Programs that run what they are given: for these the following arguments are "the program".
+_LAUNCHERS: Final = frozenset(
+    {
+        "python",
+        "python2",
+        "python3",
+        "pythonw",
+        "py",
+        "sh",
+        "bash",
+        "zsh",
+        "dash",
+        "ksh",
+        "cmd",
+        "powershell",
+        "pwsh",
+        "wscript",
+        "cscript",
+        "mshta",
+        "rundll32",
+        "regsvr32",
+        "msiexec",
+        "start",
+        "open",
+        "xdg-open",
+        "node",
+        "java",
+        "perl",
+        "ruby",
+        "osascript",
+        "sudo",
+        "nohup",
+        "exec",
+        "env",
+        "nice",
+        "setsid",
+        "call",
+        "/c",
+        "/k",
+        "-c",
+        "-command",
+        "-file",
+        "-jar",
+        "/b",
+        "-nop",
+        "-noprofile",
+        "-windowstyle",
+        "hidden",
+        "-w",
+        "-ep",
+        "bypass",
+        "-executionpolicy",
+        "-e",
+        "-enc",
+        "-encodedcommand",
+        "sys.executable",
+    }
+)
+_WRITE_OPEN: Final = re.compile(r"[wax+]")
+_CARRY: Final = frozenset({"decode", "decrypt"})
+_WRITE_METHODS: Final = frozenset(
+    {"write", "writelines", "write_bytes", "write_text", "extractall", "extract"}
+)
+_SEND_METHODS: Final = frozenset(
+    {
+        "send",
+        "post",
+        "execute",
+        "send_message",
+        "sendMessage",
+        "send_document",
+        "sendDocument",
+        "upload",
+    }
+)
+_ENDPOINTS: Final = frozenset({"webhook", "exfil_host", "ip_url"})
+_ENDPOINT_LABELS: Final = frozenset(
+    {"url", "domain", "webhook", "exfil_host", "ip_url", "ip_lookup", "exe_name"}
+)
+_PATH_JOINS: Final = frozenset(
+    {
+        "os.path.join",
+        "posixpath.join",
+        "ntpath.join",
+        "pathlib.Path",
+        "pathlib.PurePath",
+        "pathlib.Path.joinpath",
+        "pathlib.PureWindowsPath",
+        "pathlib.WindowsPath",
+    }
+)
+_LOOKUPS: Final = frozenset(
+    {"builtins.getattr", "builtins.__import__", "importlib.import_module", "builtins.eval"}
+)
+_PY_C: Final = re.compile(r"""(?is)\bpython[\d.]*(?:w)?(?:\.exe)?["']?\s+-c\s+(["'])(.+)\1""")
+_SENSITIVE_BUILTINS: Final = frozenset(
+    {"exec", "eval", "compile", "__import__", "getattr", "open", "execfile", "globals", "vars"}
+)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_SPECIAL: Final = frozenset(
+    {
+        ast.FunctionDef,
+        ast.AsyncFunctionDef,
+        ast.Lambda,
+        ast.ClassDef,
+        ast.If,
+        ast.Import,
+        ast.ImportFrom,
+        ast.Assign,
+        ast.AnnAssign,
+        ast.AugAssign,
+        ast.NamedExpr,
+        ast.For,
+        ast.AsyncFor,
+        ast.comprehension,
+        ast.With,
+        ast.AsyncWith,
+        ast.Return,
+        ast.Yield,
+        ast.YieldFrom,
+    }
+)
+# Raw-text gate: a Python file without any of these tokens cannot trigger a code rule, so it
+# is not parsed (string indicators are still checked cheaply).
+_GATE_WORDS: Final = [
+    "__import__",
+    "__builtins__",
+    "builtins",
+    "marshal",
+    "dill",
+    "runpy",
+    "FunctionType",
+    "popen",
+    "Popen",
+    "startfile",
+    "subprocess",
+    "ShellExecuteW",
+    "ShellExecuteA",
+    "ShellExecute",
+    "CreateProcessW",
+    "CreateProcess",
+    "WinExec",
+    "urlopen",
+    "urlretrieve",
+    "requests",
+    "httpx",
+    "urllib3",
+    "aiohttp",
+    "socket",
+    "smtplib",
+    "ftplib",
+    "pycurl",
+    "wget",
+    "telebot",
+    "websocket",
+    "websockets",
+    "paramiko",
+    "tls_client",
+    "cloudscraper",
+    "b64decode",
+    "b32decode",
+    "b85decode",
+    "a85decode",
+    "decodebytes",
+    "unhexlify",
+    "fromhex",
+    "decompress",
+    "Fernet",
+    "rot13",
+    "rot_13",
+    "chmod",
+    "dup2",
+    "pyperclip",
+    "clipboard",
+    "winreg",
+    "_winreg",
+    "gethostbyname",
+    "getaddrinfo",
+    "ImageGrab",
+    "pynput",
+    "CryptUnprotectData",
+    "win32crypt",
+    "browser_cookie3",
+    "__pyarmor__",
+    "powershell",
+    "spawnl",
+    "spawnv",
+    "spawnve",
+    "spawnlp",
+    "spawnvp",
+    "execv",
+    "execl",
+    "execve",
+    "execvp",
+    "execfile",
+]
+_GATE_LITERALS: Final = (
+    "exec(",
+    "eval(",
+    "compile(",
+    "chr(",
+    "exec (",
+    "eval (",
+    "system(",
+    "webhooks/",
+    "webhook/",
+    "api.telegram.org",
+    "Login Data",
+    "Local State",
+    "leveldb",
+    ".exe",
+    "pty.spawn",
+    "loads(b'",
+    'loads(b"',
+    "loads('",
+    'loads("',
+)
+
+
+def _trie_regex(words: list[str]) -> str:
+    """One regex for many literals, factored as a trie (much faster in ``re`` than a flat
+    alternation). A word ending in \x01 must end at a word boundary."""
+    root: dict[str, Any] = {}
+    for w in words:
+        d = root
+        for ch in w:
+            d = d.setdefault(ch, {})
+        d[""] = {}
+
+    def emit(d: dict[str, Any]) -> str:
+        alts = []
+        end = False
+        for k in sorted(d):
+            if k == "":
+                end = True
+                continue
+            alts.append((r"\b" if k == "\x01" else re.escape(k)) + emit(d[k]))
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if end else body
+
+    return emit(root)
+
+
+class _Gate:
+    """Raw-text gate: a Python file without any of these tokens cannot trigger a code rule,
+    so it is not parsed (most library modules). ~50 MB/s on bytes."""
+
+    def __init__(self) -> None:
+        words = [w + "\x01" for w in _GATE_WORDS] + list(_GATE_LITERALS)
+        self._rx = re.compile(_trie_regex(words).encode("ascii"))
+
+    def search(self, data: bytes) -> bool:
+        pos = 0
+        for _ in range(1000):
+            m = self._rx.search(data, pos)
+            if m is None:
+                return False
+            s = m.start()
+            tok = m.group(0)
+            # exec(/eval(/compile(/chr( must be the builtin, not a method (re.compile()
+            if tok[:1] in (b"e", b"c") and tok.endswith((b"(", b" (")) and s > 0:
+                prev = data[s - 1 : s]
+                if prev == b"." or prev.isalnum() or prev == b"_":
+                    pos = m.end()
+                    continue
+            return True
+        return True
+
+
+GATE: Final = _Gate()
+_B64CHARS: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\n"
+)
+_HEXCHARS: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+@dataclass(slots=True)
+class Event:
+    tag: str
+    labels: frozenset[str]
+    line: int | None
+    snippet: str
+    scope: int
+    path: str
+    origin: str = ""  # "decoded@L12" for events found in a decoded payload
+
+
+@dataclass(slots=True)
+class Scope:
+    id: int
+    name: str
+    context: str
+    parent: int | None
+    callees: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PyResult:
+    events: list[Event]
+    scopes: list[Scope]
+    ok: bool = True  # parsed
+    # literal file names run as programs / executed as code, with the scope that does it
+    programs: list[tuple[str, int, int | None]] = field(default_factory=list)
+    exec_files: list[tuple[str, int, int | None]] = field(default_factory=list)
+    payloads: int = 0
+
+
+@dataclass(slots=True)
+class _Binding:
+    kind: str  # value | elem | aug | with | param | def | class | lambda | import
+    expr: ast.AST | None
+    dotted: str | None = None  # for imports
+
+
+@dataclass(slots=True)
+class _Ctx:
+    rules: RuleSet
+    matcher: StringMatcher
+    max_payload_depth: int
+    max_ast_bytes: int
+    fold_budget: int
+    payload_budget: list[int]  # remaining decoded-payload bytes for this file (shared)
+
+
+def snippet_of(line_text: str, col: int = 0, limit: int = 200) -> str:
+    """One line, control characters escaped, at most ``limit`` characters around ``col``."""
+    s = line_text.strip("\r\n")
+    if len(s) > limit:
+        start = max(0, min(col - 40, len(s) - limit))
+        s = s[start : start + limit]
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if ch == "\t":
+            out.append(" ")
+        elif o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or ch in "\u2028\u2029\u200b\u202e":
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out).strip()[:limit]
+
+
+def _dump_key(node: ast.AST) -> str:
+    try:
+        return ast.dump(node)
+    except (RecursionError, ValueError):
+        return f"node:{id(node)}"
+
+
+class _Analyzer:
+    def __init__(
+        self,
+        src: str,
+        path: str,
+        role: str,
+        ctx: _Ctx,
+        depth: int = 0,
+        line_override: int | None = None,
+        origin: str = "",
+    ) -> None:
+        self.src = src
+        self.path = path
+        self.role = role
+        self.c = ctx
+        self.rules = ctx.rules
+        self.depth = depth
+        self.line_override = line_override
+        self.origin = origin
+        self.lines: list[str] | None = None
+        self.scopes: list[Scope] = []
+        self.bindings: list[dict[str, list[_Binding]]] = []
+        self.class_methods: dict[int, dict[str, int]] = {}  # class node id -> method scope ids
+        self.func_scope: dict[int, int] = {}  # def/lambda node id -> scope id
+        self.scope_class: dict[int, int] = {}  # method scope -> class node id
+        self.class_nodes: dict[int, ast.ClassDef] = {}
+        self.calls: list[tuple[ast.Call, int]] = []
+        self.consts: list[tuple[ast.Constant, int]] = []
+        self.imports: list[tuple[str, ast.AST, int]] = []
+        self.returns: dict[int, list[ast.expr]] = {}
+        self.param_names: dict[int, list[str]] = {}
+        self.events: list[Event] = []
+        self.programs: list[tuple[str, int, int | None]] = []
+        self.exec_files: list[tuple[str, int, int | None]] = []
+        self._cur_line: int | None = None
+        self.payloads = 0
+        self._cur = 0
+        self._resolve_memo: dict[int, str | None] = {}
+        self._labels_memo: dict[int, frozenset[str]] = {}
+        self._active: set[int] = set()
+        self._resolving: set[int] = set()
+        self._written: dict[int, tuple[str, ast.Call, int]] = {}
+        self._pending: list[tuple[str, ast.Call, int]] = []
+        self._param_labels: dict[tuple[int, str], frozenset[str]] = {}
+        self._param_seed: dict[tuple[int, str], frozenset[str]] = {}
+        self._path_labels: dict[str, frozenset[str]] = {}
+        self._obf_nodes: dict[int, tuple[ast.AST, int]] = {}
+        self._obf_emitted: set[int] = set()
+        self._tag_counts: dict[tuple[str, frozenset[str]], int] = {}
+        self._active_string_tags = ctx.matcher.active(src.lower())
+        self.folder = Folder(self._lookup_value_for, self._resolve_for_folder, ctx.fold_budget)
+        self.children: list[tuple[PyResult, int]] = []  # payload results, calling scope
+
+    # ------------------------------------------------------------------ helpers
+    def _line(self, node: ast.AST) -> tuple[int | None, str]:
+        lineno = getattr(node, "lineno", None)
+        col = getattr(node, "col_offset", 0) or 0
+        if self.lines is None:
+            self.lines = self.src.splitlines()
+        text = self.lines[lineno - 1] if lineno and 0 < lineno <= len(self.lines) else ""
+        snip = snippet_of(text, col)
+        if self.line_override is not None:
+            return self.line_override, snippet_of(f"[{self.origin}] {snip}")
+        return lineno, snip
+
+    def _emit(self, tag: str, labels: frozenset[str], node: ast.AST | None, scope: int) -> None:
+        key = (tag, labels)
+        n = self._tag_counts.get(key, 0)
+        if n >= 10:
+            return
+        self._tag_counts[key] = n + 1
+        line, snip = self._line(node) if node is not None else (self.line_override, "")
+        self.events.append(Event(tag, labels, line, snip, scope, self.path, self.origin))
+
+    def _new_scope(self, name: str, context: str, parent: int | None) -> int:
+        sid = len(self.scopes)
+        self.scopes.append(Scope(sid, name, context, parent))
+        self.bindings.append({})
+        return sid
+
+    def _bind(self, scope: int, name: str, b: _Binding) -> None:
+        lst = self.bindings[scope].setdefault(name, [])
+        if len(lst) < 64:
+            lst.append(b)
+
+    def _bind_target(self, scope: int, target: ast.AST, value: ast.AST | None, kind: str) -> None:
+        if isinstance(target, ast.Name):
+            self._bind(scope, target.id, _Binding(kind, value))
+        elif isinstance(target, ast.Tuple | ast.List):
+            if (
+                kind == "value"
+                and isinstance(value, ast.Tuple | ast.List)
+                and len(value.elts) == len(target.elts)
+            ):
+                for t, v in zip(target.elts, value.elts, strict=True):
+                    self._bind_target(scope, t, v, kind)
+            else:
+                for t in target.elts:
+                    self._bind_target(scope, t, value, "elem")
+        elif isinstance(target, ast.Starred):
+            self._bind_target(scope, target.value, value, "elem")
+
+    # ------------------------------------------------------------------ pass 1: structure
+    def collect(self, tree: ast.Module, module_ctx: str, max_nodes: int = 2_000_000) -> bool:
+        """Scopes, bindings, calls and string constants; False when the node budget ran out."""
+        root = self._new_scope("<module>", module_ctx, None)
+        stack: list[tuple[ast.AST, int, int | None]] = [(tree, root, None)]
+        push = stack.append
+        setup_like = self.role == "setup"
+        calls = self.calls
+        consts = self.consts
+        fields = _FIELDS
+        special = _SPECIAL
+        seen = 0
+        while stack:
+            node, scope, cls = stack.pop()
+            seen += 1
+            if seen > max_nodes:
+                return False
+            t = type(node)
+            if t is ast.Name:
+                continue
+            if t is ast.Constant:
+                v = node.value  # type: ignore[attr-defined]
+                if (type(v) is str or type(v) is bytes) and len(v) >= 4:
+                    consts.append((node, scope))  # type: ignore[arg-type]
+                continue
+            if t is ast.Expr and type(node.value) is ast.Constant:  # type: ignore[attr-defined]
+                continue  # a docstring or a bare literal: not a value anything uses
+            if t is ast.Call:
+                calls.append((node, scope))  # type: ignore[arg-type]
+            elif t in special and self._special(node, scope, cls, push, setup_like):
+                continue
+            fl = fields.get(t)
+            if fl is None:
+                fl = tuple(f for f in t._fields if f not in ("ctx", "type_comment", "kind"))
+                fields[t] = fl
+            for f in fl:
+                v = getattr(node, f, None)
+                if type(v) is list:
+                    for x in v:
+                        if isinstance(x, ast.AST):
+                            push((x, scope, cls))
+                elif isinstance(v, ast.AST):
+                    push((v, scope, cls))
+        return True
+
+    def _special(
+        self,
+        node: ast.AST,
+        scope: int,
+        cls: int | None,
+        push: Callable[[tuple[ast.AST, int, int | None]], None],
+        setup_like: bool,
+    ) -> bool:
+        """Structure-bearing nodes; True when the children were pushed here."""
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            name = getattr(node, "name", "<lambda>")
+            if isinstance(node, ast.Lambda):
+                fctx = self.scopes[scope].context if setup_like else "runtime"
+            else:
+                self._bind(scope, name, _Binding("def", node))
+                fctx = "install" if setup_like else "runtime"
+                for d in node.decorator_list:
+                    push((d, scope, None))
+            if cls is not None and self._is_command_class(self.class_nodes[cls], scope):
+                fctx = "install"
+            if self.scopes[scope].context == "test":
+                fctx = "test"
+            fid = self._new_scope(name, fctx, scope)
+            self.func_scope[id(node)] = fid
+            a = node.args
+            params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
+            if a.vararg:
+                params.append(a.vararg.arg)
+            if a.kwarg:
+                params.append(a.kwarg.arg)
+            self.param_names[fid] = params
+            for p in params:
+                self._bind(fid, p, _Binding("param", None))
+                plab = self.rules.param_tags(p)
+                if plab:
+                    self._param_seed[(fid, p)] = plab
+            for dflt in [*a.defaults, *(x for x in a.kw_defaults if x is not None)]:
+                push((dflt, scope, None))
+            if cls is not None:
+                self.class_methods.setdefault(cls, {})[name] = fid
+                self.scope_class[fid] = cls
+            if isinstance(node, ast.Lambda):
+                self.returns.setdefault(fid, []).append(node.body)
+                push((node.body, fid, None))
+            else:
+                for st in node.body:
+                    push((st, fid, None))
+            return True
+        if isinstance(node, ast.ClassDef):
+            self._bind(scope, node.name, _Binding("class", node))
+            self.class_nodes[id(node)] = node
+            for child in [*node.bases, *node.keywords, *node.decorator_list]:
+                push((child, scope, None))
+            for st in node.body:
+                push((st, scope, id(node)))
+            return True
+        if isinstance(node, ast.If):
+            if (
+                _is_main_guard(node.test)
+                and not setup_like
+                and self.role == "module"
+                and self.scopes[scope].parent is None
+            ):
+                mid = self._new_scope("__main__", "runtime", scope)
+                for st in node.body:
+                    push((st, mid, None))
+                for st in node.orelse:
+                    push((st, scope, cls))
+                return True
+            return False
+        if isinstance(node, ast.Import):
+            for al in node.names:
+                if al.asname:
+                    self._bind(scope, al.asname, _Binding("import", None, al.name))
+                else:
+                    top = al.name.split(".")[0]
+                    self._bind(scope, top, _Binding("import", None, top))
+                self.imports.append((al.name, node, scope))
+            return True
+        if isinstance(node, ast.ImportFrom):
+            mod = ("." * node.level) + (node.module or "")
+            for al in node.names:
+                if al.name == "*":
+                    self._bind(scope, "*", _Binding("import", None, mod))
+                    continue
+                self._bind(
+                    scope, al.asname or al.name, _Binding("import", None, f"{mod}.{al.name}")
+                )
+            self.imports.append((mod, node, scope))
+            return True
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                self._bind_target(scope, t, node.value, "value")
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is not None:
+                self._bind_target(scope, node.target, node.value, "value")
+        elif isinstance(node, ast.AugAssign):
+            self._bind_target(scope, node.target, node.value, "aug")
+        elif isinstance(node, ast.NamedExpr):
+            self._bind_target(scope, node.target, node.value, "value")
+        elif isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+            self._bind_target(scope, node.target, node.iter, "elem")
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    self._bind_target(scope, item.optional_vars, item.context_expr, "with")
+        elif isinstance(node, ast.Return | ast.Yield | ast.YieldFrom) and node.value is not None:
+            self.returns.setdefault(scope, []).append(node.value)
+        return False
+
+    def _is_command_class(self, cls: ast.ClassDef, scope: int) -> bool:
+        saved = self._cur
+        self._cur = scope
+        try:
+            for b in cls.bases:
+                d = self.resolve(b)
+                if d and _COMMAND_BASES.match(d):
+                    return True
+        finally:
+            self._cur = saved
+        return False
+
+    # ------------------------------------------------------------------ name resolution
+    def _find(self, scope: int | None, name: str) -> tuple[int, list[_Binding]] | None:
+        while scope is not None:
+            b = self.bindings[scope].get(name)
+            if b:
+                return scope, b
+            scope = self.scopes[scope].parent
+        return None
+
+    def _lookup_value_for(self, name: str, node: ast.AST) -> ast.expr | None:
+        hit = self._find(self._cur, name)
+        if hit is None:
+            return None
+        _, bs = hit
+        if len(bs) != 1:
+            return None
+        b = bs[0]
+        if b.kind in ("value",) and isinstance(b.expr, ast.expr):
+            return b.expr
+        if b.kind == "def" and isinstance(b.expr, ast.FunctionDef):
+            return b.expr  # type: ignore[return-value]
+        return None
+
+    def _obf(self, node: ast.AST) -> None:
+        if len(self._obf_nodes) < 64:
+            self._obf_nodes.setdefault(id(node), (node, self._cur))
+
+    def _resolve_for_folder(self, node: ast.expr) -> str | None:
+        return self.resolve(node)
+
+    def resolve(self, node: ast.AST) -> str | None:
+        """The dotted name an expression refers to, or None."""
+        key = id(node)
+        if key in self._resolve_memo:
+            return self._resolve_memo[key]
+        if key in self._resolving:
+            return None
+        self._resolving.add(key)
+        try:
+            r = self._resolve(node)
+        except RecursionError:
+            r = None
+        finally:
+            self._resolving.discard(key)
+        self._resolve_memo[key] = r
+        return r
+
+    def _resolve(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.Name):
+            n = node.id
+            hit = self._find(self._cur, n)
+            if hit is None:
+                star = self._find(self._cur, "*")
+                if star is not None and n not in _BUILTIN_NAMES:
+                    mod = star[1][0].dotted
+                    return f"{mod}.{n}" if mod else None
+                if n in ("__builtins__", "builtins"):
+                    return "builtins"
+                return f"builtins.{n}" if n in _BUILTIN_NAMES else None
+            _sid, bs = hit
+            kinds = {b.kind for b in bs}
+            if kinds == {"import"}:
+                return bs[-1].dotted
+            if kinds <= {"def", "class", "lambda"}:
+                return f"local.{n}"
+            b = _nearest(bs, getattr(node, "lineno", 0))
+            if b is not None and b.kind in ("value", "with") and isinstance(b.expr, ast.AST):
+                e = b.expr
+                if isinstance(e, ast.Lambda):
+                    return f"local.{n}"
+                if isinstance(e, ast.Name | ast.Attribute | ast.Call | ast.Subscript):
+                    return self.resolve(e)
+            return None
+        if isinstance(node, ast.Attribute):
+            base = self.resolve(node.value)
+            if base is None:
+                return None
+            if base == "builtins" and node.attr == "__dict__":
+                return "builtins"
+            if base.startswith("local."):
+                return None
+            return f"{base}.{node.attr}"
+        if isinstance(node, ast.Call):
+            f = self.resolve(node.func)
+            if f in ("builtins.__import__", "importlib.import_module", "importlib.__import__"):
+                if node.args:
+                    name = self.folder.fold(node.args[0])
+                    if isinstance(name, str) and re.fullmatch(r"[\w.]+", name):
+                        if not isinstance(node.args[0], ast.Constant):
+                            self._obf(node)
+                        return name
+                return None
+            if f == "builtins.getattr" and len(node.args) >= 2:
+                base = self.resolve(node.args[0])
+                name = self.folder.fold(node.args[1])
+                if base is None or not isinstance(name, str) or not name.isidentifier():
+                    return None
+                if not isinstance(node.args[1], ast.Constant) or (
+                    base == "builtins" and name in _SENSITIVE_BUILTINS
+                ):
+                    self._obf(node)
+                if base.startswith("local."):
+                    return None
+                return f"{base}.{name}"
+            if f == "builtins.eval" and node.args:
+                src = self.folder.fold(node.args[0])
+                if isinstance(src, str) and re.fullmatch(r"\s*[A-Za-z_][\w.]{0,200}\s*", src):
+                    self._obf(node)
+                    try:
+                        expr = ast.parse(src.strip(), mode="eval").body
+                    except (SyntaxError, ValueError):
+                        return None
+                    return self.resolve(expr)
+                return None
+            if f in ("builtins.globals", "builtins.locals", "builtins.vars"):
+                if f == "builtins.vars" and node.args:
+                    return self.resolve(node.args[0])
+                return "globals"
+            if f is None or f.startswith("local."):
+                return None
+            return f
+        if isinstance(node, ast.Subscript):
+            base = self.resolve(node.value)
+            key = self.folder.fold(node.slice)
+            if not isinstance(key, str):
+                return None
+            if base in ("builtins", "globals") and key == "__builtins__":
+                return "builtins"
+            if base == "builtins" and key.isidentifier():
+                if key in _SENSITIVE_BUILTINS or not isinstance(node.slice, ast.Constant):
+                    self._obf(node)
+                return f"builtins.{key}"
+            if base == "globals" and key.isidentifier():
+                if not isinstance(node.slice, ast.Constant):
+                    self._obf(node)
+                return self.resolve(ast.Name(id=key, ctx=ast.Load()))
+            if base == "sys.modules" and re.fullmatch(r"[\w.]+", key):
+                return key
+            return None
+        return None
+
+    # ------------------------------------------------------------------ labels
+    def labels(self, node: ast.AST | None) -> frozenset[str]:
+        if node is None:
+            return frozenset()
+        key = id(node)
+        hit = self._labels_memo.get(key)
+        if hit is not None:
+            return hit
+        if key in self._active:
+            return frozenset()
+        self._active.add(key)
+        try:
+            r = self._labels(node)
+        except RecursionError:
+            r = frozenset()
+        finally:
+            self._active.discard(key)
+        self._labels_memo[key] = r
+        return r
+
+    def _str_labels(self, s: str | bytes) -> frozenset[str]:
+        if isinstance(s, bytes):
+            if len(s) > 200_000:
+                return frozenset()
+            s = s.decode("latin-1")
+        return self.c.matcher.labels(s)
+
+    def _labels(self, node: ast.AST) -> frozenset[str]:
+        m = self.c.matcher
+        if isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, str):
+                return m.labels(v, self._active_string_tags)
+            if isinstance(v, bytes) and len(v) < 200_000:
+                return m.labels(v.decode("latin-1"), self._active_string_tags)
+            return frozenset()
+        if isinstance(node, ast.Name):
+            out: set[str] = set()
+            d = self.resolve(node)
+            if d is not None:
+                out |= self.rules.ref_tags(d)
+            pl = self._path_labels.get("name:" + node.id)
+            if pl:
+                out |= pl
+            hit = self._find(self._cur, node.id)
+            if hit is not None:
+                sid, bs = hit
+                for b in bs:
+                    if b.kind == "param":
+                        out |= self._param_labels.get((sid, node.id), frozenset())
+                        out |= self._param_seed.get((sid, node.id), frozenset())
+                    elif b.kind in ("value", "elem", "aug", "with") and b.expr is not None:
+                        saved = self._cur
+                        self._cur = sid
+                        try:
+                            out |= self.labels(b.expr)
+                        finally:
+                            self._cur = saved
+                    elif b.kind == "lambda" and isinstance(b.expr, ast.Lambda):
+                        pass
+            return frozenset(out)
+        if isinstance(node, ast.Attribute):
+            d = self.resolve(node)
+            out = set(self.rules.ref_tags(d)) if d else set()
+            base = self.labels(node.value)
+            if node.attr in _NARROW and "env_dump" in base:
+                base = (base - {"env_dump"}) | {"env"}
+            return frozenset(out | base)
+        if isinstance(node, ast.Subscript):
+            base = self.labels(node.value)
+            if "env_dump" in base:
+                base = (base - {"env_dump"}) | {"env"}
+            return base
+        if isinstance(node, ast.Call):
+            return self._call_labels(node)
+        if isinstance(node, ast.BinOp | ast.JoinedStr):
+            out = set()
+            for child in ast.iter_child_nodes(node):
+                out |= self.labels(child)
+            v = self.folder.fold(node)
+            if isinstance(v, str | bytes) and not isinstance(node, ast.Constant):
+                out |= self._str_labels(v)
+            return frozenset(out)
+        if isinstance(node, ast.Compare | ast.Lambda | ast.FunctionDef):
+            return frozenset()
+        out = set()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr | ast.keyword | ast.comprehension | ast.FormattedValue):
+                out |= self.labels(child)
+        return frozenset(out)
+
+    def _call_labels(self, node: ast.Call) -> frozenset[str]:
+        d = self.resolve(node.func)
+        out: set[str] = set()
+        if d is not None:
+            out |= self.rules.call_tags(d)
+            out |= self.rules.ref_tags(d)
+            if d in _PATH_JOINS and node.args:
+                # a path built from known and unknown parts: label what is known
+                parts = [self.folder.fold(a) for a in node.args]
+                if any(isinstance(p, str) for p in parts):
+                    joined = "/".join(p if isinstance(p, str) else "*" for p in parts)
+                    out |= self._str_labels(joined)
+        for a in node.args:
+            out |= self.labels(a)
+        for k in node.keywords:
+            out |= self.labels(k.value)
+        if isinstance(node.func, ast.Attribute):
+            base = self.labels(node.func.value)
+            if node.func.attr in _NARROW and "env_dump" in base:
+                base = (base - {"env_dump"}) | {"env"}
+            out |= base
+        fid = self._local_function(node.func)
+        if fid is not None:
+            saved = self._cur
+            self._cur = fid
+            try:
+                for r in self.returns.get(fid, ()):
+                    out |= self.labels(r)
+            finally:
+                self._cur = saved
+        if d in ("builtins.open", "io.open", "codecs.open") and node.args:
+            v = self.folder.fold(node.args[0])
+            if isinstance(v, str):
+                out |= self._path_labels.get("str:" + _basename(v), frozenset())
+            out |= self._path_labels.get(_dump_key(node.args[0]), frozenset())
+        v = None
+        if (d is not None and (d.endswith((".join", ".format")) or d.startswith("builtins."))) or (
+            d is None
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr
+            in (
+                "join",
+                "format",
+                "decode",
+                "replace",
+            )
+        ):
+            v = self.folder.fold(node)
+        if isinstance(v, str | bytes):
+            out |= self._str_labels(v)
+        return frozenset(out)
+
+    def _local_function(self, func: ast.expr) -> int | None:
+        if isinstance(func, ast.Name):
+            hit = self._find(self._cur, func.id)
+            if hit is None:
+                return None
+            _, bs = hit
+            for b in reversed(bs):
+                if b.kind == "def" and b.expr is not None:
+                    return self.func_scope.get(id(b.expr))
+                if b.kind == "value" and isinstance(b.expr, ast.Lambda):
+                    return self.func_scope.get(id(b.expr))
+                if b.kind == "class" and isinstance(b.expr, ast.ClassDef):
+                    meths = self.class_methods.get(id(b.expr), {})
+                    return meths.get("__init__")
+            return None
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if func.value.id in ("self", "cls"):
+                cls = self.scope_class.get(self._cur)
+                if cls is None:
+                    # a nested function inside a method
+                    p = self.scopes[self._cur].parent
+                    cls = self.scope_class.get(p) if p is not None else None
+                if cls is not None:
+                    return self.class_methods.get(cls, {}).get(func.attr)
+            else:
+                # ClassName.method(...) on a class of this module
+                hit = self._find(self._cur, func.value.id)
+                if hit is not None:
+                    for b in hit[1]:
+                        if b.kind == "class" and b.expr is not None:
+                            return self.class_methods.get(id(b.expr), {}).get(func.attr)
+        if isinstance(func, ast.Lambda):
+            return self.func_scope.get(id(func))
+        return None
+
+    # ------------------------------------------------------------------ file flows
+    def _flows(self) -> None:
+        """Labels of data written to a path, keyed by the path expression."""
+        for call, scope in self.calls:
+            self._cur = scope
+            d = self.resolve(call.func)
+            if d is None and not (
+                isinstance(call.func, ast.Attribute) and call.func.attr in _WRITE_METHODS
+            ):
+                continue
+            dest: ast.expr | None = None
+            data: frozenset[str] = frozenset()
+            if d in ("urllib.request.urlretrieve", "urllib.urlretrieve", "wget.download"):
+                dest = _arg(call, 1, "filename" if d != "wget.download" else "out")
+                data = self.labels(_arg(call, 0, "url")) | {"net"}
+            elif d in ("shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.move") or d in (
+                "os.rename",
+                "os.replace",
+            ):
+                dest = _arg(call, 1, "dst")
+                src = _arg(call, 0, "src")
+                data = self.labels(src) | self._path_lookup(src)
+            elif isinstance(call.func, ast.Attribute) and call.func.attr in (
+                "write",
+                "writelines",
+                "write_bytes",
+                "write_text",
+                "extractall",
+                "extract",
+            ):
+                obj = call.func.value
+                opener = self._opener(obj)
+                if opener is None:
+                    continue
+                od, ocall = opener
+                if call.func.attr in ("extractall", "extract"):
+                    dest = _arg(call, 0 if call.func.attr == "extractall" else 1, "path")
+                    data = self.labels(ocall.args[0]) if ocall.args else frozenset()
+                    data |= self._path_lookup(ocall.args[0]) if ocall.args else frozenset()
+                else:
+                    if od.startswith("tempfile."):
+                        dest = obj
+                    else:
+                        dest = ocall.args[0] if ocall.args else _arg(ocall, 0, "file")
+                    data = self.labels(call.args[0]) if call.args else frozenset()
+                    if call.args and id(call) not in self._written:
+                        v = self.folder.fold(call.args[0])
+                        if isinstance(v, bytes):
+                            v = v.decode("utf-8", "replace")
+                        if isinstance(v, str) and len(v) >= 40 and _looks_like_python(v):
+                            self._written[id(call)] = (v, call, scope)
+            elif d == "shutil.copyfileobj" and len(call.args) >= 2:
+                opener = self._opener(call.args[1])
+                if opener is not None and opener[1].args:
+                    dest = opener[1].args[0]
+                    data = self.labels(call.args[0])
+            if dest is None or not data:
+                continue
+            for key in self._path_keys(dest):
+                self._path_labels[key] = self._path_labels.get(key, frozenset()) | data
+
+    def _opener(self, obj: ast.expr) -> tuple[str, ast.Call] | None:
+        node: ast.AST | None = obj
+        if isinstance(obj, ast.Name):
+            hit = self._find(self._cur, obj.id)
+            b = _nearest(hit[1], getattr(obj, "lineno", 0)) if hit is not None else None
+            if b is None:
+                return None
+            node = b.expr
+        if not isinstance(node, ast.Call):
+            return None
+        d = self.resolve(node.func)
+        if d in ("builtins.open", "io.open", "codecs.open", "os.fdopen"):
+            mode = _arg(node, 1, "mode")
+            mv = self.folder.fold(mode) if mode is not None else "r"
+            if isinstance(mv, str) and _WRITE_OPEN.search(mv):
+                return d, node
+            return None
+        if d in (
+            "pathlib.Path",
+            "pathlib.PurePath",
+            "zipfile.ZipFile",
+            "tarfile.open",
+            "tarfile.TarFile",
+        ):
+            return d, node
+        if d in (
+            "tempfile.NamedTemporaryFile",
+            "tempfile.TemporaryFile",
+            "tempfile.SpooledTemporaryFile",
+        ):
+            return d, node
+        return None
+
+    def _path_keys(self, dest: ast.expr) -> list[str]:
+        keys = [_dump_key(dest)]
+        if isinstance(dest, ast.Name):
+            keys.append("name:" + dest.id)
+        v = self.folder.fold(dest)
+        if isinstance(v, str) and v:
+            keys.append("str:" + _basename(v))
+        elif isinstance(dest, ast.Call) and dest.args:
+            # os.path.join(dir, "payload.exe"): the last literal part names the file
+            last = self.folder.fold(dest.args[-1])
+            if isinstance(last, str) and last:
+                keys.append("str:" + _basename(last))
+        return keys
+
+    def _path_lookup(self, node: ast.expr | None) -> frozenset[str]:
+        if node is None or not self._path_labels:
+            return frozenset()
+        out: frozenset[str] = frozenset()
+        for key in self._path_keys(node):
+            out |= self._path_labels.get(key, frozenset())
+        return out
+
+    # ------------------------------------------------------------------ sinks
+    def _sink_args(self, call: ast.Call, d: str) -> Iterator[ast.expr]:
+        ign = self.rules.ignored_positions(d)
+        for i, a in enumerate(call.args):
+            if i not in ign:
+                yield a
+        for k in call.keywords:
+            if k.arg is None or k.arg not in self.rules.ignore_keywords:
+                yield k.value
+
+    def _program_labels(self, call: ast.Call, d: str) -> frozenset[str]:
+        """Labels of what a process call runs: the program and, for launchers, its arguments;
+        plus the string tags of the whole command line."""
+        args = list(call.args)
+        if d.startswith("os.spawn") and len(args) >= 2:
+            args = args[1:]
+        if not args:
+            a = _arg(call, 0, "args") or _arg(call, 0, "cmd")
+            if a is None:
+                return frozenset()
+            args = [a]
+        first = args[0]
+        out: set[str] = set()
+        parts: list[ast.expr]
+        if d.startswith(("os.exec", "os.spawn", "os.posix_spawn")) and len(args) >= 2:
+            parts = [args[0], *(args[1].elts if isinstance(args[1], ast.List | ast.Tuple) else [])]
+        elif isinstance(first, ast.List | ast.Tuple):
+            parts = list(first.elts)
+        else:
+            parts = [first]
+        texts: list[str] = []
+        prog_done = False
+        for p in parts:
+            v = self.folder.fold(p)
+            toks: list[str] | None = None
+            if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+                toks = [str(x) for x in v]
+                texts.extend(toks)
+            elif isinstance(v, str):
+                toks = v.split()
+                texts.append(v)
+            if toks is not None:
+                # a command that is decoded or decrypted before it runs is hidden on purpose
+                out |= self.labels(p) & _CARRY
+            if toks is not None:
+                if not prog_done:
+                    for tok in toks:
+                        self._program_token(tok, out)
+                        if not _is_launcher(tok):
+                            prog_done = True
+                            break
+                continue
+            if prog_done:
+                out |= self._constant_labels(p)
+                continue
+            lead = _leading_text(p, self.folder)
+            lead_toks = lead.split() if lead else []
+            first_prog = next((t for t in lead_toks if not _is_launcher(t)), None)
+            if first_prog is not None:
+                self._program_token(first_prog, out)
+                out |= self._constant_labels(p)
+                prog_done = True
+            else:
+                out |= self.labels(p) | self._path_lookup(p)
+                if self.resolve(p) != "sys.executable":
+                    prog_done = True
+        if texts:
+            line = " ".join(texts)
+            out |= self._str_labels(line)
+            norm = shell_normalize(line)
+            if norm != line:
+                out |= self._str_labels(norm)
+            self._python_c(texts, call)
+        return frozenset(out)
+
+    def _python_c(self, texts: list[str], call: ast.Call) -> None:
+        """``python -c CODE`` (argv list or one command line): CODE is a payload."""
+        code = None
+        for i, t in enumerate(texts[:-1]):
+            if t == "-c" and i > 0 and _basename(texts[i - 1]).lower().startswith("python"):
+                code = texts[i + 1]
+                break
+        if code is None:
+            m = _PY_C.search(" ".join(texts))
+            if m:
+                code = m.group(2)
+        if code and len(code) >= 12 and self.depth < self.c.max_payload_depth:
+            self._pending.append((code, call, self._cur))
+
+    def _program_token(self, tok: str, out: set[str]) -> None:
+        tok = tok.strip("\"'")
+        if not tok:
+            return
+        base = _basename(tok)
+        if (
+            base
+            and base.lower().removesuffix(".exe") not in _LAUNCHERS
+            and len(self.programs) < 200
+        ):
+            self.programs.append((base, self._cur, self._cur_line))
+        pl = self._path_labels.get("str:" + base)
+        if pl:
+            out |= pl
+
+    def _constant_labels(self, node: ast.AST) -> frozenset[str]:
+        out: set[str] = set()
+        for n in ast.walk(node):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str | bytes):
+                out |= self._str_labels(n.value)
+        return frozenset(out)
+
+    def _mode_exec(self, call: ast.Call) -> bool:
+        mode = _arg(call, 1, "mode")
+        if mode is None:
+            return False
+        v = self.folder.fold(mode)
+        if isinstance(v, int):
+            return bool(v & 0o111)
+        for n in ast.walk(mode):
+            if isinstance(n, ast.Attribute | ast.Name):
+                nm = n.attr if isinstance(n, ast.Attribute) else n.id
+                if nm in (
+                    "S_IEXEC",
+                    "S_IXUSR",
+                    "S_IXGRP",
+                    "S_IXOTH",
+                    "S_IRWXU",
+                    "S_IRWXG",
+                    "S_IRWXO",
+                ):
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ pass 2: events
+    def prepass(self) -> None:
+        """Call edges between local functions and the labels their parameters receive
+        (two rounds, so a value passes through two levels of helpers)."""
+        local_calls = []
+        for call, scope in self.calls:
+            self._cur = scope
+            fid = self._local_function(call.func)
+            if fid is not None:
+                self.scopes[scope].callees.add(fid)
+                local_calls.append((call, scope, fid))
+            elif isinstance(call.func, ast.Name | ast.Attribute):
+                # callbacks: a local function passed to a call (Thread(target=f), atexit, map)
+                for a in [*call.args, *(k.value for k in call.keywords)]:
+                    if isinstance(a, ast.Name | ast.Attribute):
+                        cb = self._local_function(a)
+                        if cb is not None:
+                            self.scopes[scope].callees.add(cb)
+        self._flows()
+        if not local_calls:
+            return
+        for _round in range(2):
+            before = dict(self._param_labels)
+            for call, scope, fid in local_calls:
+                self._cur = scope
+                self._collect_params(fid, call)
+            if self._param_labels == before:
+                break
+            self._labels_memo.clear()
+            self._path_labels.clear()
+            self._flows()
+
+    def events_pass(self) -> None:
+        for call, scope in self.calls:
+            self._cur = scope
+            self._cur_line = self.line_override or getattr(call, "lineno", None)
+            d = self.resolve(call.func)
+            if d is None:
+                if isinstance(call.func, ast.Attribute):
+                    d = "?." + call.func.attr
+                    if call.func.attr in _SEND_METHODS:
+                        # an object of an unknown library built from a webhook or drop URL
+                        obj = self.labels(call.func.value)
+                        if obj & _ENDPOINTS:
+                            labels = obj
+                            for a in self._sink_args(call, d):
+                                labels |= self.labels(a)
+                            self._emit("net", labels, call, scope)
+                else:
+                    continue
+            if d.startswith("local."):
+                continue
+            if d in _LOOKUPS:
+                self.resolve(call)  # notes getattr/__import__/eval with computed names
+            tags = self.rules.call_tags(d)
+            if not tags:
+                continue
+            for tag in sorted(tags):
+                t = self.rules.tags[tag]
+                if t.mode_exec and not self._mode_exec(call):
+                    continue
+                if tag in ("exec", "unpickle"):
+                    src = _arg(call, 0, "source") or _arg(call, 0, "data")
+                    labels = self.labels(src) | self._path_lookup(src)
+                    if src is not None and self._has_blob(src, 0):
+                        labels |= {"literal"}
+                    self._emit(tag, labels, call, scope)
+                    if tag == "unpickle":
+                        continue
+                    if src is not None:
+                        self._payload(src, call, scope)
+                elif tag == "shell":
+                    self._emit(tag, self._program_labels(call, d), call, scope)
+                elif tag == "chmod_x":
+                    p = _arg(call, 0, "path")
+                    self._emit(tag, self.labels(p) | self._path_lookup(p), call, scope)
+                else:
+                    if tag in ("net", "dns"):
+                        labels = self._sent_labels(call, d, 0)
+                    else:
+                        labels = frozenset()
+                        for a in self._sink_args(call, d):
+                            labels |= self.labels(a)
+                    if isinstance(call.func, ast.Attribute) and tag == "file_write":
+                        # where it writes matters as much as what (Startup folder, .bashrc)
+                        op = self._opener(call.func.value)
+                        if op is not None and op[1].args:
+                            labels |= self.labels(op[1].args[0])
+                    self._emit(tag, labels, call, scope)
+        for text, pcall, pscope in self._pending[:20]:
+            self._cur = pscope
+            self._analyze_payload(text, pcall, pscope, "python -c")
+        for text, wcall, wscope in list(self._written.values()):
+            if self.depth < self.c.max_payload_depth:
+                self._cur = wscope
+                self._analyze_payload(text, wcall, wscope, "written file")
+        for key, (node, scope) in sorted(
+            self._obf_nodes.items(), key=lambda kv: getattr(kv[1][0], "lineno", 0)
+        ):
+            if key not in self._obf_emitted:
+                self._obf_emitted.add(key)
+                self._emit("obf_builtins", frozenset(), node, scope)
+        for name, node, scope in self.imports:
+            for tag in self.rules.import_tags(name):
+                self._emit(tag, frozenset(), node, scope)
+        self._constants()
+
+    def _has_blob(self, expr: ast.AST, depth: int) -> bool:
+        """Does a literal of 40+ characters feed this expression (directly or through names)?"""
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str | bytes):
+                if len(n.value) >= 40:
+                    return True
+            elif isinstance(n, ast.Name) and depth < 3:
+                hit = self._find(self._cur, n.id)
+                if hit is not None and len(hit[1]) == 1 and hit[1][0].kind == "value":
+                    e = hit[1][0].expr
+                    if e is not None and self._has_blob(e, depth + 1):
+                        return True
+        return False
+
+    def _sent_labels(self, call: ast.Call, d: str, depth: int) -> frozenset[str]:
+        """What a network call sends. A URL taken whole from elsewhere (configuration, an
+        argument) says where it goes, not what it carries: only its endpoint labels count. A
+        URL built here from parts carries those parts."""
+        out: set[str] = set()
+        ign = self.rules.ignored_positions(d)
+        for i, a in enumerate(call.args):
+            if i in ign:
+                continue
+            out |= self._sent_arg(a, i == 0, depth)
+        for k in call.keywords:
+            if k.arg is not None and k.arg in self.rules.ignore_keywords:
+                continue
+            out |= self._sent_arg(k.value, k.arg in ("url", "host", "address", "uri"), depth)
+        if isinstance(call.func, ast.Attribute):
+            out |= self._object_labels(call.func.value)
+        return frozenset(out)
+
+    def _sent_arg(self, a: ast.expr, is_url: bool, depth: int) -> frozenset[str]:
+        if isinstance(a, ast.Call) and depth < 3:
+            dd = self.resolve(a.func)
+            if dd is not None and "net" in self.rules.call_tags(dd):
+                return self._sent_labels(a, dd, depth + 1)  # urlopen(Request(url, data))
+        if not is_url:
+            return self.labels(a) | self._path_lookup(a)
+        e: ast.AST = a
+        for _ in range(3):
+            if not isinstance(e, ast.Name):
+                break
+            hit = self._find(self._cur, e.id)
+            b = _nearest(hit[1], getattr(e, "lineno", 0)) if hit is not None else None
+            if b is None or b.kind != "value" or b.expr is None:
+                break
+            e = b.expr
+        if isinstance(e, ast.Constant | ast.JoinedStr | ast.BinOp) or (
+            isinstance(e, ast.Call)
+            and isinstance(e.func, ast.Attribute)
+            and e.func.attr in ("format", "join", "replace")
+        ):
+            return self.labels(a)
+        return self.labels(a) & _ENDPOINT_LABELS
+
+    def _object_labels(self, obj: ast.expr) -> frozenset[str]:
+        """Labels of the object a network method is called on (a Request built with data,
+        a webhook object built with its URL), without the generic network label itself."""
+        return self.labels(obj) - {"net"}
+
+    def _collect_params(self, fid: int, call: ast.Call) -> None:
+        params = self.param_names.get(fid, [])
+        offset = (
+            1 if params[:1] in (["self"], ["cls"]) and isinstance(call.func, ast.Attribute) else 0
+        )
+        for i, a in enumerate(call.args):
+            j = i + offset
+            if j < len(params):
+                lab = self.labels(a)
+                if lab:
+                    key = (fid, params[j])
+                    self._param_labels[key] = self._param_labels.get(key, frozenset()) | lab
+        for k in call.keywords:
+            if k.arg and k.arg in params:
+                lab = self.labels(k.value)
+                if lab:
+                    key = (fid, k.arg)
+                    self._param_labels[key] = self._param_labels.get(key, frozenset()) | lab
+
+    def _constants(self) -> None:
+        active = self._active_string_tags
+        long_blob_done = False
+        for node, scope in self.consts:
+            v = node.value
+            s = v.decode("latin-1") if isinstance(v, bytes) else v
+            if not isinstance(s, str):
+                continue
+            if len(s) >= 1000 and not long_blob_done and _is_blob(s):
+                self._emit("long_blob", frozenset(), node, scope)
+                long_blob_done = True
+            if len(s) >= 60 and isinstance(v, str) and self.depth < self.c.max_payload_depth:
+                dec = b64_text(s, 60) if len(s) <= 2_000_000 else None
+                if dec is not None and _looks_like_python(dec):
+                    self._analyze_payload(dec, node, scope, "base64 text")
+            labs = self.c.matcher.labels(s, active) if active else frozenset()
+            for tag in sorted(labs & self.rules.event_tags):
+                self._emit(tag, frozenset(), node, scope)
+
+    # ------------------------------------------------------------------ payloads
+    def _payload(self, src: ast.expr, call: ast.Call, scope: int) -> None:
+        if self.depth >= self.c.max_payload_depth:
+            return
+        self._exec_file(src, scope)
+        v = self.folder.fold(src)
+        if v is None and isinstance(src, ast.Call):
+            d = self.resolve(src.func)
+            if d == "builtins.compile" and src.args:
+                v = self.folder.fold(src.args[0])
+        if isinstance(v, Marshalled):
+            labs: set[str] = set()
+            for s in printable_strings(v.data, 5):
+                labs |= self.c.matcher.labels(s)
+            self._emit("exec_payload", frozenset(labs | {"decode"}), call, scope)
+            for tag in sorted(labs & self.rules.event_tags):
+                self._emit(tag, frozenset(), call, scope)
+            self.payloads += 1
+            return
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if not isinstance(v, str) or not v.strip():
+            return
+        if isinstance(src, ast.Constant) and len(v) < 40:
+            return
+        self._analyze_payload(v, call, scope, "decoded")
+
+    def _exec_file(self, src: ast.expr, scope: int) -> None:
+        """exec(open("x").read()) / exec(compile(open(p).read(), ...)): remember the file."""
+        for n in ast.walk(src):
+            if isinstance(n, ast.Call) and self.resolve(n.func) in (
+                "builtins.open",
+                "io.open",
+                "codecs.open",
+            ):
+                p = _arg(n, 0, "file")
+                v = self.folder.fold(p) if p is not None else None
+                if isinstance(v, str) and v and len(self.exec_files) < 50:
+                    self.exec_files.append((_basename(v), scope, self._cur_line))
+                elif isinstance(p, ast.Call) and p.args:
+                    last = self.folder.fold(p.args[-1])
+                    if isinstance(last, str) and last and len(self.exec_files) < 50:
+                        self.exec_files.append((_basename(last), scope, self._cur_line))
+
+    def _analyze_payload(self, text: str, node: ast.AST, scope: int, what: str) -> None:
+        budget = self.c.payload_budget
+        if budget[0] < len(text):
+            self._emit("scan_budget", frozenset(), node, scope)
+            return
+        budget[0] -= len(text)
+        self.payloads += 1
+        line, _ = self._line(node)
+        origin = f"{what}@L{line}" if not self.origin else f"{self.origin}>{what}"
+        res = analyze_python(
+            text,
+            self.path,
+            "payload",
+            self.c,
+            depth=self.depth + 1,
+            line_override=line,
+            origin=origin,
+        )
+        labs: frozenset[str] = frozenset()
+        if not res.ok:
+            labs = self.c.matcher.labels(text[:200_000])
+        self._emit("exec_payload", labs, node, scope)
+        if not res.ok:
+            for tag in sorted(labs & self.rules.event_tags):
+                self._emit(tag, frozenset(), node, scope)
+        self.children.append((res, scope))
+
+    # ------------------------------------------------------------------ result
+    def result(self) -> PyResult:
+        events = list(self.events)
+        scopes = list(self.scopes)
+        programs = list(self.programs)
+        exec_files = list(self.exec_files)
+        payloads = self.payloads
+        for res, parent in self.children:
+            off = len(scopes)
+            for s in res.scopes:
+                scopes.append(
+                    Scope(
+                        s.id + off,
+                        s.name,
+                        s.context,
+                        (s.parent + off) if s.parent is not None else parent,
+                        {c + off for c in s.callees},
+                    )
+                )
+            scopes[parent].callees.add(off)
+            for e in res.events:
+                events.append(
+                    Event(e.tag, e.labels, e.line, e.snippet, e.scope + off, e.path, e.origin)
+                )
+            programs += [(n, sc + off, ln) for n, sc, ln in res.programs]
+            exec_files += [(n, sc + off, ln) for n, sc, ln in res.exec_files]
+            payloads += res.payloads
+        _propagate(scopes)
+        return PyResult(events, scopes, True, programs, exec_files, payloads)
+
+
+def _nearest(bs: list[_Binding], lineno: int) -> _Binding | None:
+    """The binding a use most likely sees: the only one, else the last one written on an
+    earlier line (flow-insensitive analysis, made a little less so for re-used names)."""
+    if len(bs) == 1:
+        return bs[0]
+    best: _Binding | None = None
+    best_line = -1
+    for b in bs:
+        ln = getattr(b.expr, "lineno", None)
+        if ln is not None and best_line < ln <= lineno:
+            best, best_line = b, ln
+    return best
+
+
+def _propagate(scopes: list[Scope]) -> None:
+    """A callee runs in the strongest context of its callers."""
+    changed = True
+    rounds = 0
+    while changed and rounds < 50:
+        changed = False
+        rounds += 1
+        for s in scopes:
+            r = _RANK[s.context]
+            for c in s.callees:
+                if c < len(scopes) and _RANK[scopes[c].context] > r:
+                    scopes[c].context = s.context
+                    changed = True
+
+
+def _arg(call: ast.Call, pos: int, kw: str) -> ast.expr | None:
+    if len(call.args) > pos and not any(isinstance(a, ast.Starred) for a in call.args[: pos + 1]):
+        return call.args[pos]
+    for k in call.keywords:
+        if k.arg == kw:
+            return k.value
+    return None
+
+
+def _basename(p: str) -> str:
+    return p.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip("\"' ")
+
+
+def _is_launcher(lead: str) -> bool:
+    toks = lead.split()
+    return bool(toks) and all(_basename(t).lower().removesuffix(".exe") in _LAUNCHERS for t in toks)
+
+
+def _leading_text(node: ast.expr, folder: Folder) -> str | None:
+    """The constant text a partly-constant string expression starts with."""
+    if isinstance(node, ast.JoinedStr):
+        if node.values and isinstance(node.values[0], ast.Constant):
+            return str(node.values[0].value)
+        return ""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = folder.fold(node.left)
+        if isinstance(left, str):
+            return left
+        return _leading_text(node.left, folder)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        left = folder.fold(node.left)
+        if isinstance(left, str):
+            return left.split("%", 1)[0]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+    ):
+        base = folder.fold(node.func.value)
+        if isinstance(base, str):
+            return base.split("{", 1)[0]
+    return None
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def _is_blob(s: str) -> bool:
+    sample = s[:4096].encode("latin-1", "replace")
+    n = len(sample)
+    if n < 1000:
+        return False
+    dense = bytes(b for b in sample if b not in b" \t\r\n")
+    if len(dense) < 0.9 * n:
+        return False
+    ent = entropy(dense)
+    if sum(b in _B64CHARS for b in dense) >= 0.98 * len(dense):
+        if ent >= 5.2:
+            return True  # base64-like, not prose or repeated digits
+        hexish = sum(b in _HEXCHARS for b in dense) >= 0.99 * len(dense)
+        return hexish and ent >= 3.7 and len(s) >= 2000
+    return ent >= 7.0  # raw binary in a string literal
+
+
+def _looks_like_python(text: str) -> bool:
+    head = text[:4000]
+    return bool(
+        re.search(r"(?m)^\s*(?:import \w|from [\w.]+ import|def \w+\(|exec\(|eval\()", head)
+    )
+
+
+def analyze_python(
+    src: str,
+    path: str,
+    role: str,
+    ctx: _Ctx,
+    *,
+    depth: int = 0,
+    line_override: int | None = None,
+    origin: str = "",
+) -> PyResult:
+    """Analyse one Python source. ``role``: setup | pth | module | test | payload."""
+    module_ctx = {
+        "setup": "install",
+        "pth": "startup",
+        "module": "import",
+        "test": "test",
+        "payload": "runtime",
+    }[role]
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
+    a = _Analyzer(src, path, role, ctx, depth, line_override, origin)
+    try:
+        if not a.collect(tree, module_ctx):
+            a._emit("scan_budget", frozenset(), None, 0)
+        a.prepass()
+        a.events_pass()
+    except RecursionError:
+        pass
+    return a.result()
+
+
+def make_ctx(
+    rules: RuleSet,
+    matcher: StringMatcher,
+    *,
+    max_payload_depth: int = 5,
+    max_ast_bytes: int = 4 << 20,
+    fold_budget: int = 300_000,
+    payload_bytes: int = 32 << 20,
+) -> _Ctx:
+    return _Ctx(rules, matcher, max_payload_depth, max_ast_bytes, fold_budget, [payload_bytes])
+
+
+def module_role(path: str) -> str:
+    """setup | test | module, from a member path (inside an sdist or wheel)."""
+    parts = path.replace("\\", "/").split("/")
+    base = parts[-1]
+    if base in ("setup.py", "hatch_build.py", "build_backend.py", "_build_backend.py"):
+        return "setup"
+    low = [p.lower() for p in parts[:-1]]
+    if any(p in ("tests", "test", "testing", "unittests") for p in low):
+        return "test"
+    if base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py":
+        return "test"
+    return "module"
+
+
+def is_python_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in (".py", ".pyw", ".py3")
