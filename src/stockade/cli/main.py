@@ -43,6 +43,7 @@ app.command("scan")(scan_cmd.scan)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
+app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 
 @app.command("version")

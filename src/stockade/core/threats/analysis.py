@@ -101,6 +101,26 @@ _LAUNCHERS: Final = frozenset(
 )
 _WRITE_OPEN: Final = re.compile(r"[wax+]")
 _CARRY: Final = frozenset({"decode", "decrypt"})
+_INTERPRETERS: Final = frozenset(
+    {
+        "python",
+        "python2",
+        "python3",
+        "pythonw",
+        "py",
+        "sh",
+        "bash",
+        "zsh",
+        "dash",
+        "cmd",
+        "powershell",
+        "pwsh",
+        "node",
+        "perl",
+        "ruby",
+        "osascript",
+    }
+)
 _WRITE_METHODS: Final = frozenset(
     {"write", "writelines", "write_bytes", "write_text", "extractall", "extract"}
 )
@@ -257,6 +277,16 @@ _GATE_LITERALS: Final = (
     'loads(b"',
     "loads('",
     'loads("',
+    "Startup",
+    "CurrentVersion",
+    "schtasks",
+    "crontab",
+    "LaunchAgents",
+    "autostart",
+    "systemd",
+    ".bashrc",
+    ".profile",
+    "clipboard",
 )
 
 
@@ -434,6 +464,9 @@ class _Analyzer:
         self._active: set[int] = set()
         self._resolving: set[int] = set()
         self._written: dict[int, tuple[str, ast.Call, int]] = {}
+        self._acc_cache: dict[int, ast.expr | None] = {}
+        self._aliases: list[tuple[ast.Name, int]] = []
+        self._seen_payloads: set[int] = set()
         self._pending: list[tuple[str, ast.Call, int]] = []
         self._param_labels: dict[tuple[int, str], frozenset[str]] = {}
         self._param_seed: dict[tuple[int, str], frozenset[str]] = {}
@@ -474,12 +507,21 @@ class _Analyzer:
 
     def _bind(self, scope: int, name: str, b: _Binding) -> None:
         lst = self.bindings[scope].setdefault(name, [])
-        if len(lst) < 64:
+        if len(lst) < 64 or (
+            b.kind == "aug" and isinstance(b.expr, ast.Constant) and len(lst) < 50_000
+        ):
             lst.append(b)
 
     def _bind_target(self, scope: int, target: ast.AST, value: ast.AST | None, kind: str) -> None:
         if isinstance(target, ast.Name):
             self._bind(scope, target.id, _Binding(kind, value))
+            if (
+                kind == "value"
+                and isinstance(value, ast.Name)
+                and value.id in _SENSITIVE_BUILTINS
+                and len(self._aliases) < 32
+            ):
+                self._aliases.append((value, scope))  # x = exec: a builtin under another name
         elif isinstance(target, ast.Tuple | ast.List):
             if (
                 kind == "value"
@@ -676,13 +718,49 @@ class _Analyzer:
             return None
         _, bs = hit
         if len(bs) != 1:
-            return None
+            return self._accumulated(bs)
         b = bs[0]
         if b.kind in ("value",) and isinstance(b.expr, ast.expr):
             return b.expr
         if b.kind == "def" and isinstance(b.expr, ast.FunctionDef):
             return b.expr  # type: ignore[return-value]
         return None
+
+    def _accumulated(self, bs: list[_Binding]) -> ast.expr | None:
+        """``s = ""; s += "..."; s += "..."``: one value then only ``+=`` of literals, in
+        source order, folds as ``"".join([...])`` (a common way to build a payload)."""
+        key = id(bs)
+        if key in self._acc_cache:
+            return self._acc_cache[key]
+        out: ast.expr | None = None
+        if all(b.kind in ("value", "aug") for b in bs):
+            first = [b for b in bs if b.kind == "value"]
+            augs = [b for b in bs if b.kind == "aug"]
+            if (
+                len(first) == 1
+                and augs
+                and len(first) + len(augs) == len(bs)
+                and all(isinstance(b.expr, ast.Constant) for b in augs)
+                and isinstance(first[0].expr, ast.Constant)
+            ):
+                parts = sorted(
+                    (b for b in bs if b.expr is not None),
+                    key=lambda b: (getattr(b.expr, "lineno", 0), getattr(b.expr, "col_offset", 0)),
+                )
+                if parts[0] is first[0]:
+                    head = first[0].expr
+                    joiner = (
+                        b""
+                        if isinstance(head, ast.Constant) and isinstance(head.value, bytes)
+                        else ""
+                    )
+                    out = ast.Call(
+                        func=ast.Attribute(value=ast.Constant(joiner), attr="join", ctx=ast.Load()),
+                        args=[ast.List(elts=[b.expr for b in parts], ctx=ast.Load())],  # type: ignore[misc]
+                        keywords=[],
+                    )
+        self._acc_cache[key] = out
+        return out
 
     def _obf(self, node: ast.AST) -> None:
         if len(self._obf_nodes) < 64:
@@ -1029,6 +1107,8 @@ class _Analyzer:
                         v = self.folder.fold(call.args[0])
                         if isinstance(v, bytes):
                             v = v.decode("utf-8", "replace")
+                        if isinstance(v, str) and len(v) > 65536:
+                            v = collapse_padding(v)
                         if isinstance(v, str) and len(v) >= 40 and _looks_like_python(v):
                             self._written[id(call)] = (v, call, scope)
             elif d == "shutil.copyfileobj" and len(call.args) >= 2:
@@ -1281,6 +1361,11 @@ class _Analyzer:
                     continue
             if d.startswith("local."):
                 continue
+            if isinstance(call.func, ast.Attribute) and call.func.attr in ("write", "communicate"):
+                fed = self._interpreter_stdin(call)
+                if fed is not None:
+                    # code piped into "python -" / "sh" / "powershell -": that is exec
+                    self._emit("exec", self.labels(fed) | self._path_lookup(fed), call, scope)
             if d in _LOOKUPS:
                 self.resolve(call)  # notes getattr/__import__/eval with computed names
             tags = self.rules.call_tags(d)
@@ -1293,7 +1378,11 @@ class _Analyzer:
                 if tag in ("exec", "unpickle"):
                     src = _arg(call, 0, "source") or _arg(call, 0, "data")
                     labels = self.labels(src) | self._path_lookup(src)
-                    if src is not None and self._has_blob(src, 0):
+                    if src is not None and (
+                        _blob_len(self.folder.fold(src)) >= 40
+                        if tag == "unpickle"
+                        else self._has_blob(src, 0)
+                    ):
                         labels |= {"literal"}
                     self._emit(tag, labels, call, scope)
                     if tag == "unpickle":
@@ -1318,6 +1407,10 @@ class _Analyzer:
                         if op is not None and op[1].args:
                             labels |= self.labels(op[1].args[0])
                     self._emit(tag, labels, call, scope)
+        for alias, ascope in self._aliases:
+            self._cur = ascope
+            if (self.resolve(alias) or "").startswith("builtins."):
+                self._obf(alias)
         for text, pcall, pscope in self._pending[:20]:
             self._cur = pscope
             self._analyze_payload(text, pcall, pscope, "python -c")
@@ -1335,6 +1428,40 @@ class _Analyzer:
             for tag in self.rules.import_tags(name):
                 self._emit(tag, frozenset(), node, scope)
         self._constants()
+
+    def _interpreter_stdin(self, call: ast.Call) -> ast.expr | None:
+        """The data of ``p.stdin.write(X)`` / ``p.communicate(X)`` when ``p`` is a process
+        running an interpreter that reads its program from stdin."""
+        func = call.func
+        assert isinstance(func, ast.Attribute)
+        obj = func.value
+        if func.attr == "write":
+            if not (isinstance(obj, ast.Attribute) and obj.attr == "stdin"):
+                return None
+            obj = obj.value
+        data = call.args[0] if call.args else _arg(call, 0, "input")
+        if data is None or not isinstance(obj, ast.Name):
+            return None
+        hit = self._find(self._cur, obj.id)
+        b = _nearest(hit[1], getattr(obj, "lineno", 0)) if hit is not None else None
+        if b is None or not isinstance(b.expr, ast.Call):
+            return None
+        popen = b.expr
+        if self.resolve(popen.func) not in ("subprocess.Popen", "asyncio.create_subprocess_exec"):
+            return None
+        argv = popen.args[0] if popen.args else _arg(popen, 0, "args")
+        first: ast.expr | None = argv
+        if isinstance(argv, ast.List | ast.Tuple) and argv.elts:
+            first = argv.elts[0]
+        if first is None:
+            return None
+        if self.resolve(first) == "sys.executable":
+            return data
+        v = self.folder.fold(first)
+        prog = v.split()[0] if isinstance(v, str) and v.split() else None
+        if prog and _basename(prog).lower().removesuffix(".exe") in _INTERPRETERS:
+            return data
+        return None
 
     def _has_blob(self, expr: ast.AST, depth: int) -> bool:
         """Does a literal of 40+ characters feed this expression (directly or through names)?"""
@@ -1480,6 +1607,12 @@ class _Analyzer:
                         self.exec_files.append((_basename(last), scope, self._cur_line))
 
     def _analyze_payload(self, text: str, node: ast.AST, scope: int, what: str) -> None:
+        if len(text) > 65536:
+            text = collapse_padding(text)
+        key = hash(text)
+        if key in self._seen_payloads:
+            return  # the same payload reached twice (exec'd and also a literal): once is enough
+        self._seen_payloads.add(key)
         budget = self.c.payload_budget
         if budget[0] < len(text):
             self._emit("scan_budget", frozenset(), node, scope)
@@ -1535,6 +1668,12 @@ class _Analyzer:
             payloads += res.payloads
         _propagate(scopes)
         return PyResult(events, scopes, True, programs, exec_files, payloads)
+
+
+def _blob_len(v: object) -> int:
+    if isinstance(v, Marshalled):
+        return len(v.data)
+    return len(v) if isinstance(v, str | bytes) else 0
 
 
 def _nearest(bs: list[_Binding], lineno: int) -> _Binding | None:
@@ -1640,9 +1779,44 @@ def _is_blob(s: str) -> bool:
 
 def _looks_like_python(text: str) -> bool:
     head = text[:4000]
-    return bool(
-        re.search(r"(?m)^\s*(?:import \w|from [\w.]+ import|def \w+\(|exec\(|eval\()", head)
+    if re.search(r"(?m)^\s*(?:import \w|from [\w.]+ import|def \w+\(|exec\(|eval\()", head):
+        return True
+    if len(text) > 4_000_000 or "\n" not in text.strip():
+        return False
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return False
+    # real statements, not a lone word or literal that happens to parse
+    return sum(not isinstance(s, ast.Expr) for s in tree.body) >= 2
+
+
+_PY2_PRINT: Final = re.compile(r"(?m)^(\s*)print\b(?!\s*\()\s*(.*?)\s*$")
+_PY2_EXEC: Final = re.compile(r"(?m)^(\s*)exec\b(?!\s*\()\s+(.+?)(?:\s+in\s+(.+?))?\s*$")
+_PY2_EXCEPT: Final = re.compile(r"(?m)^(\s*except\s+[^,:]+?)\s*,\s*(\w+)\s*:")
+_PY2_OCTAL: Final = re.compile(r"(?<![\w.])0([0-7]+)\b")
+_PY2_UR: Final = re.compile(r"(?<![\w])ur(['\"])")
+_REPEATS: Final = re.compile(r"(.{4,64}?)\1{32,}", re.S)
+# code pushed off-screen by a run of blanks (";exec(...)" at column 300)
+HIDDEN_CODE: Final = re.compile(r"\S[ \t]{120,}(?:;|import\b|exec\b|eval\b|__import__|from\s)")
+
+
+def py2_fixups(src: str) -> str:
+    """Rewrite the Python 2 statements that stop ``ast.parse`` (line numbers kept)."""
+    s = _PY2_PRINT.sub(lambda m: f"{m.group(1)}print({m.group(2)})", src)
+    s = _PY2_EXEC.sub(
+        lambda m: f"{m.group(1)}exec({m.group(2)}" + (f", {m.group(3)})" if m.group(3) else ")"),
+        s,
     )
+    s = _PY2_EXCEPT.sub(r"\1 as \2:", s)
+    s = _PY2_OCTAL.sub(r"0o\1", s)
+    return _PY2_UR.sub(r"u\1", s)
+
+
+def collapse_padding(text: str) -> str:
+    """Text with long runs of one repeated chunk cut to one copy: padding that inflates a file
+    past scanner limits (or hides code after it) is removed before analysis."""
+    return _REPEATS.sub(r"\1", text)
 
 
 def analyze_python(
@@ -1665,12 +1839,25 @@ def analyze_python(
     }[role]
     try:
         tree = ast.parse(src)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+    except SyntaxError:
+        # Python 2 is still found in old (and malicious) uploads: retry with its common
+        # statements rewritten (print/exec statements, "except E, e", old octals)
+        fixed = py2_fixups(src)
+        try:
+            tree = ast.parse(fixed)
+            src = fixed
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+            return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
+    except (ValueError, RecursionError, MemoryError, OverflowError):
         return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
     a = _Analyzer(src, path, role, ctx, depth, line_override, origin)
     try:
         if not a.collect(tree, module_ctx):
             a._emit("scan_budget", frozenset(), None, 0)
+        hidden = HIDDEN_CODE.search(src) if depth == 0 else None
+        if hidden is not None:
+            ln = src.count("\n", 0, hidden.start()) + 1
+            a._emit("hidden_code", frozenset(), ast.Pass(lineno=ln, col_offset=0), 0)
         a.prepass()
         a.events_pass()
     except RecursionError:

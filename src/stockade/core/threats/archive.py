@@ -466,7 +466,7 @@ def _member(
             yield Member(disp, name, data[: lim.binary_head], size, True, True, depth, container)
             return
         yield Member(disp, name, data[: lim.binary_head], size, True, True, depth, container)
-        yield from _walk_blob(data, "", disp + "!/", depth + 1, st)
+        yield from _walk_blob(data, disp, "", depth + 1, st)
         return
     if truncated:
         st.event(

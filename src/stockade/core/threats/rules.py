@@ -61,6 +61,8 @@ ENGINE_TAGS: Final = frozenset(
         "exec_bundled",
         "obf_builtins",
         "text_ioc",
+        "hidden_code",
+        "padding",
     }
 )
 # Labels the engine attaches itself (besides tag names).

@@ -27,10 +27,12 @@ from typing import Any, Final
 
 from stockade.core.threats.analysis import (
     GATE,
+    HIDDEN_CODE,
     Event,
     PyResult,
     Scope,
     analyze_python,
+    collapse_padding,
     is_python_name,
     make_ctx,
     module_role,
@@ -274,6 +276,7 @@ _SCRIPT_EXT: Final = (
     ".command",
     ".applescript",
 )
+_BLANKS: Final = b" " * 120
 _WEBHOOK_NEEDLES: Final = (b"webhooks/", b"api.telegram.org", b"hooks.slack.com", b"webhook.office")
 _ROLE_OF_CTX: Final = {"install": "setup", "startup": "pth", "import": "module"}
 
@@ -366,13 +369,30 @@ class _Scan:
         self.texts.append(m)
 
     def _python(self, m: Member, role: str, forced: bool = False) -> None:
-        if len(m.data) > self.limits.max_python_bytes or m.truncated:
+        text: str | None = None
+        if len(m.data) > self.limits.max_python_bytes and not m.truncated:
+            # padding is an evasion of size limits: analyse the file without it
+            text = collapse_padding(_decode_text(m.data))
+            if len(text) * 2 < len(m.data):
+                self._pkg_event(
+                    ArchiveEvent("padding", m.path, f"{m.size} bytes, {len(text)} without filler")
+                )
+            if len(text) > self.limits.max_python_bytes:
+                text = None
+            else:
+                forced = True
+        if text is None and (len(m.data) > self.limits.max_python_bytes or m.truncated):
             self._pkg_event(
                 ArchiveEvent("python_too_large", m.path, f"{m.size} bytes: checked without parsing")
             )
             self._text(m, python=True, role=role)
             return
-        if not forced and role not in ("setup", "pth") and not GATE.search(m.data):
+        if (
+            not forced
+            and role not in ("setup", "pth")
+            and not GATE.search(m.data)
+            and not (_BLANKS in m.data and HIDDEN_CODE.search(_decode_text(m.data)))
+        ):
             return  # no sink, decoder or indicator token: nothing a code rule could match
         ctx = make_ctx(
             self.rules,
@@ -382,7 +402,7 @@ class _Scan:
             fold_budget=self.limits.max_fold_steps,
             payload_bytes=self.limits.max_payload_bytes,
         )
-        res = analyze_python(_decode_text(m.data), m.path, role, ctx)
+        res = analyze_python(text or _decode_text(m.data), m.path, role, ctx)
         if not res.ok:
             if not forced:
                 self._pkg_event(
