@@ -21,6 +21,8 @@ import ast
 import builtins
 import os
 import re
+import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -156,6 +158,25 @@ _LOOKUPS: Final = frozenset(
     {"builtins.getattr", "builtins.__import__", "importlib.import_module", "builtins.eval"}
 )
 _PY_C: Final = re.compile(r"""(?is)\bpython[\d.]*(?:w)?(?:\.exe)?["']?\s+-c\s+(["'])(.+)\1""")
+_DANGEROUS_MODULES: Final = frozenset(
+    {
+        "os",
+        "subprocess",
+        "socket",
+        "base64",
+        "zlib",
+        "marshal",
+        "codecs",
+        "builtins",
+        "sys",
+        "urllib",
+        "requests",
+        "ctypes",
+        "importlib",
+        "pty",
+        "shutil",
+    }
+)
 _SENSITIVE_BUILTINS: Final = frozenset(
     {"exec", "eval", "compile", "__import__", "getattr", "open", "execfile", "globals", "vars"}
 )
@@ -268,25 +289,25 @@ _GATE_LITERALS: Final = (
     "webhooks/",
     "webhook/",
     "api.telegram.org",
-    "Login Data",
-    "Local State",
-    "leveldb",
-    ".exe",
+    "Login Data\x01",
+    "Local State\x01",
+    "leveldb\x01",
+    ".exe\x01",
     "pty.spawn",
     "loads(b'",
     'loads(b"',
     "loads('",
     'loads("',
-    "Startup",
-    "CurrentVersion",
-    "schtasks",
-    "crontab",
-    "LaunchAgents",
-    "autostart",
-    "systemd",
-    ".bashrc",
-    ".profile",
-    "clipboard",
+    "Startup\x01",
+    "CurrentVersion\x01",
+    "schtasks\x01",
+    "crontab\x01",
+    "LaunchAgents\x01",
+    "autostart\x01",
+    "systemd\x01",
+    ".bashrc\x01",
+    ".profile\x01",
+    "clipboard\x01",
 )
 
 
@@ -325,23 +346,44 @@ class _Gate:
         self._rx = re.compile(_trie_regex(words).encode("ascii"))
 
     def search(self, data: bytes) -> bool:
+        """Worth parsing? Any strong token (process, network, decoder, indicator…) says yes;
+        exec/eval/compile alone only with a sign of obfuscation next to them (a computed
+        lookup, escapes, a reversed string, a very long line), as in most libraries they
+        evaluate their own expressions."""
         pos = 0
-        for _ in range(1000):
+        weak = False
+        for _ in range(2000):
             m = self._rx.search(data, pos)
             if m is None:
-                return False
+                break
             s = m.start()
             tok = m.group(0)
-            # exec(/eval(/compile(/chr( must be the builtin, not a method (re.compile()
-            if tok[:1] in (b"e", b"c") and tok.endswith((b"(", b" (")) and s > 0:
+            pos = m.end()
+            if tok == b"system(" and s > 0:
                 prev = data[s - 1 : s]
-                if prev == b"." or prev.isalnum() or prev == b"_":
-                    pos = m.end()
-                    continue
+                if prev.isalnum() or prev == b"_":
+                    continue  # solve_system(, filesystem(: not os.system
+            if tok in _WEAK_TOKENS:
+                # must be the builtin, not a method (re.compile(, model.eval()
+                prev = data[s - 1 : s] if s > 0 else b" "
+                if not (prev == b"." or prev.isalnum() or prev == b"_"):
+                    weak = True
+                continue
             return True
-        return True
+        else:
+            return True
+        if not weak:
+            return False
+        if _EXEC_HINTS.search(data):
+            return True
+        return max(map(len, data.split(b"\n", 2000)), default=0) >= 2000
 
 
+_WEAK_TOKENS: Final = frozenset({b"exec(", b"eval(", b"compile(", b"exec (", b"eval (", b"chr("})
+_EXEC_HINTS: Final = re.compile(
+    rb"__import__|globals\(\)|vars\(|\[::-1\]|\\x[0-9a-fA-F]{2}|\\[0-7]{3}|\bchr\("
+    rb"|bytes\(\["
+)
 GATE: Final = _Gate()
 _B64CHARS: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\n"
@@ -377,6 +419,7 @@ class PyResult:
     # literal file names run as programs / executed as code, with the scope that does it
     programs: list[tuple[str, int, int | None]] = field(default_factory=list)
     exec_files: list[tuple[str, int, int | None]] = field(default_factory=list)
+    imported: set[str] = field(default_factory=set)  # first components of imported modules
     payloads: int = 0
 
 
@@ -432,11 +475,14 @@ class _Analyzer:
         depth: int = 0,
         line_override: int | None = None,
         origin: str = "",
+        inherited: dict[str, list[_Binding]] | None = None,
     ) -> None:
         self.src = src
         self.path = path
         self.role = role
         self.c = ctx
+        # imports of the code that exec'd this payload (exec shares its globals)
+        self.inherited = inherited or {}
         self.rules = ctx.rules
         self.depth = depth
         self.line_override = line_override
@@ -474,7 +520,6 @@ class _Analyzer:
         self._obf_nodes: dict[int, tuple[ast.AST, int]] = {}
         self._obf_emitted: set[int] = set()
         self._tag_counts: dict[tuple[str, frozenset[str]], int] = {}
-        self._active_string_tags = ctx.matcher.active(src.lower())
         self.folder = Folder(self._lookup_value_for, self._resolve_for_folder, ctx.fold_budget)
         self.children: list[tuple[PyResult, int]] = []  # payload results, calling scope
 
@@ -518,7 +563,7 @@ class _Analyzer:
             if (
                 kind == "value"
                 and isinstance(value, ast.Name)
-                and value.id in _SENSITIVE_BUILTINS
+                and value.id in ("exec", "eval", "compile", "__import__", "execfile")
                 and len(self._aliases) < 32
             ):
                 self._aliases.append((value, scope))  # x = exec: a builtin under another name
@@ -710,7 +755,22 @@ class _Analyzer:
             if b:
                 return scope, b
             scope = self.scopes[scope].parent
-        return None
+        inherited = self.inherited.get(name)
+        return (0, inherited) if inherited else None
+
+    def _imports_seen_from(self, scope: int) -> dict[str, list[_Binding]]:
+        out = dict(self.inherited)
+        chain: list[int] = []
+        s: int | None = scope
+        while s is not None:
+            chain.append(s)
+            s = self.scopes[s].parent
+        for sid in reversed(chain):
+            for name, bs in self.bindings[sid].items():
+                imps = [b for b in bs if b.kind == "import"]
+                if imps:
+                    out[name] = imps
+        return out
 
     def _lookup_value_for(self, name: str, node: ast.AST) -> ast.expr | None:
         hit = self._find(self._cur, name)
@@ -834,11 +894,14 @@ class _Analyzer:
             if f == "builtins.getattr" and len(node.args) >= 2:
                 base = self.resolve(node.args[0])
                 name = self.folder.fold(node.args[1])
+                if base == "builtins" and not isinstance(name, str):
+                    # a builtin chosen at run time: exec/eval as far as we can tell
+                    self._obf(node)
+                    return "builtins.<dynamic>"
                 if base is None or not isinstance(name, str) or not name.isidentifier():
                     return None
-                if not isinstance(node.args[1], ast.Constant) or (
-                    base == "builtins" and name in _SENSITIVE_BUILTINS
-                ):
+                if not isinstance(node.args[1], ast.Constant):
+                    # getattr(builtins, "exec") is a compatibility idiom; a built name is not
                     self._obf(node)
                 if base.startswith("local."):
                     return None
@@ -846,9 +909,11 @@ class _Analyzer:
             if f == "builtins.eval" and node.args:
                 src = self.folder.fold(node.args[0])
                 if isinstance(src, str) and re.fullmatch(r"\s*[A-Za-z_][\w.]{0,200}\s*", src):
-                    self._obf(node)
+                    head = src.strip().split(".")[0]
+                    if head in _SENSITIVE_BUILTINS or head in _DANGEROUS_MODULES:
+                        self._obf(node)  # eval("eval"), eval("os.system"): not a variable
                     try:
-                        expr = ast.parse(src.strip(), mode="eval").body
+                        expr = parse_quietly(src.strip(), mode="eval").body
                     except (SyntaxError, ValueError):
                         return None
                     return self.resolve(expr)
@@ -901,9 +966,11 @@ class _Analyzer:
         return r
 
     def _str_labels(self, s: str | bytes) -> frozenset[str]:
+        """Labels of a value built in the code (folded). Big built values are data (tables,
+        test inputs); payloads reach the analysis through exec and decoding instead."""
+        if len(s) > 65536:
+            return frozenset()
         if isinstance(s, bytes):
-            if len(s) > 200_000:
-                return frozenset()
             s = s.decode("latin-1")
         return self.c.matcher.labels(s)
 
@@ -912,9 +979,9 @@ class _Analyzer:
         if isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, str):
-                return m.labels(v, self._active_string_tags)
+                return m.labels(v)
             if isinstance(v, bytes) and len(v) < 200_000:
-                return m.labels(v.decode("latin-1"), self._active_string_tags)
+                return m.labels(v.decode("latin-1"))
             return frozenset()
         if isinstance(node, ast.Name):
             out: set[str] = set()
@@ -1517,7 +1584,7 @@ class _Analyzer:
             and e.func.attr in ("format", "join", "replace")
         ):
             return self.labels(a)
-        return self.labels(a) & _ENDPOINT_LABELS
+        return self.labels(a) & (_ENDPOINT_LABELS | _CARRY)
 
     def _object_labels(self, obj: ast.expr) -> frozenset[str]:
         """Labels of the object a network method is called on (a Request built with data,
@@ -1544,7 +1611,6 @@ class _Analyzer:
                     self._param_labels[key] = self._param_labels.get(key, frozenset()) | lab
 
     def _constants(self) -> None:
-        active = self._active_string_tags
         long_blob_done = False
         for node, scope in self.consts:
             v = node.value
@@ -1558,7 +1624,7 @@ class _Analyzer:
                 dec = b64_text(s, 60) if len(s) <= 2_000_000 else None
                 if dec is not None and _looks_like_python(dec):
                     self._analyze_payload(dec, node, scope, "base64 text")
-            labs = self.c.matcher.labels(s, active) if active else frozenset()
+            labs = self.c.matcher.labels(s) if len(s) < 200_000 else frozenset()
             for tag in sorted(labs & self.rules.event_tags):
                 self._emit(tag, frozenset(), node, scope)
 
@@ -1629,6 +1695,7 @@ class _Analyzer:
             depth=self.depth + 1,
             line_override=line,
             origin=origin,
+            inherited=self._imports_seen_from(scope),
         )
         labs: frozenset[str] = frozenset()
         if not res.ok:
@@ -1667,7 +1734,18 @@ class _Analyzer:
             exec_files += [(n, sc + off, ln) for n, sc, ln in res.exec_files]
             payloads += res.payloads
         _propagate(scopes)
-        return PyResult(events, scopes, True, programs, exec_files, payloads)
+        imported = {
+            name.lstrip(".").split(".")[0] for name, _n, _s in self.imports if name.strip(".")
+        }
+        return PyResult(
+            events,
+            scopes,
+            ok=True,
+            programs=programs,
+            exec_files=exec_files,
+            imported=imported,
+            payloads=payloads,
+        )
 
 
 def _blob_len(v: object) -> int:
@@ -1784,7 +1862,7 @@ def _looks_like_python(text: str) -> bool:
     if len(text) > 4_000_000 or "\n" not in text.strip():
         return False
     try:
-        tree = ast.parse(text)
+        tree = parse_quietly(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         return False
     # real statements, not a lone word or literal that happens to parse
@@ -1801,6 +1879,13 @@ _REPEATS: Final = re.compile(r"(.{4,64}?)\1{32,}", re.S)
 HIDDEN_CODE: Final = re.compile(r"\S[ \t]{120,}(?:;|import\b|exec\b|eval\b|__import__|from\s)")
 
 
+def parse_quietly(src: str, mode: str = "exec") -> Any:
+    """``ast.parse`` without the SyntaxWarnings hostile sources provoke (never shown to users)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(src, mode=mode)
+
+
 def py2_fixups(src: str) -> str:
     """Rewrite the Python 2 statements that stop ``ast.parse`` (line numbers kept)."""
     s = _PY2_PRINT.sub(lambda m: f"{m.group(1)}print({m.group(2)})", src)
@@ -1815,7 +1900,12 @@ def py2_fixups(src: str) -> str:
 
 def collapse_padding(text: str) -> str:
     """Text with long runs of one repeated chunk cut to one copy: padding that inflates a file
-    past scanner limits (or hides code after it) is removed before analysis."""
+    past scanner limits (or hides code after it) is removed before analysis. Only text that
+    compresses extremely well is rewritten (the regex is costly on ordinary text)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    probe = raw[: 1 << 20]
+    if len(zlib.compress(probe, 1)) * 25 > len(probe):
+        return text
     return _REPEATS.sub(r"\1", text)
 
 
@@ -1828,6 +1918,7 @@ def analyze_python(
     depth: int = 0,
     line_override: int | None = None,
     origin: str = "",
+    inherited: dict[str, list[_Binding]] | None = None,
 ) -> PyResult:
     """Analyse one Python source. ``role``: setup | pth | module | test | payload."""
     module_ctx = {
@@ -1838,19 +1929,19 @@ def analyze_python(
         "payload": "runtime",
     }[role]
     try:
-        tree = ast.parse(src)
+        tree = parse_quietly(src)
     except SyntaxError:
         # Python 2 is still found in old (and malicious) uploads: retry with its common
         # statements rewritten (print/exec statements, "except E, e", old octals)
         fixed = py2_fixups(src)
         try:
-            tree = ast.parse(fixed)
+            tree = parse_quietly(fixed)
             src = fixed
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
             return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
     except (ValueError, RecursionError, MemoryError, OverflowError):
         return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
-    a = _Analyzer(src, path, role, ctx, depth, line_override, origin)
+    a = _Analyzer(src, path, role, ctx, depth, line_override, origin, inherited)
     try:
         if not a.collect(tree, module_ctx):
             a._emit("scan_budget", frozenset(), None, 0)

@@ -119,6 +119,8 @@ class Rule:
     when: tuple[tuple[Condition, ...], ...]  # AND of ORs
     unit: str = "scope"
     runtime: str | None = None  # severity when the anchor is not eager; None = no finding
+    # the eager contexts `severity` applies to (default all three); others get `runtime`
+    contexts: frozenset[str] = frozenset({"startup", "install", "import"})
 
 
 @dataclass(slots=True)
@@ -143,6 +145,7 @@ class RuleSet:
     # tags that rules use as events (not only as labels): string matches of these tags are
     # events of their own; the others only label the values they are found in
     event_tags: frozenset[str] = frozenset()
+    label_cache: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.event_tags = frozenset(c.tag for r in self.rules for g in r.when for c in g)
@@ -306,7 +309,7 @@ def _build(doc: Mapping[str, Any]) -> RuleSet:
         if rid in seen:
             raise RuleError(f"{entry}: duplicate id")
         seen.add(rid)
-        unknown = set(r) - {"id", "severity", "description", "when", "unit", "runtime"}
+        unknown = set(r) - {"id", "severity", "description", "when", "unit", "runtime", "contexts"}
         if unknown:
             raise RuleError(f"{entry}: unknown key(s) {sorted(unknown)}")
         sev = r.get("severity")
@@ -332,6 +335,7 @@ def _build(doc: Mapping[str, Any]) -> RuleSet:
                 when=tuple(_parse_condition(entry, c, known) for c in when),
                 unit=unit,
                 runtime=None if runtime == "none" else runtime,
+                contexts=frozenset(_contexts(entry, r.get("contexts"))),
             )
         )
     args = doc.get("args", {})
@@ -356,6 +360,16 @@ def _build(doc: Mapping[str, Any]) -> RuleSet:
         ignore_keywords=ign_kw,
         ignore_positions=tuple(ign_pos),
     )
+
+
+def _contexts(entry: str, v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ("startup", "install", "import")
+    got = _str_list(entry, "contexts", v)
+    bad = [c for c in got if c not in EAGER]
+    if bad or not got:
+        raise RuleError(f"{entry}: contexts are some of startup, install, import (got {bad})")
+    return got
 
 
 def load_rules_text(text: str) -> RuleSet:

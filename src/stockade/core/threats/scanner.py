@@ -36,6 +36,7 @@ from stockade.core.threats.analysis import (
     is_python_name,
     make_ctx,
     module_role,
+    parse_quietly,
     snippet_of,
 )
 from stockade.core.threats.archive import ArchiveEvent, Member, ScanLimits, walk
@@ -161,7 +162,7 @@ def _evaluate(rules: RuleSet, units: list[_FileUnit], package: list[Event]) -> l
         ctx_of.setdefault((e.path, e.scope), "install")
 
     def add(rule: Rule, ev: Event, ctx: str) -> None:
-        sev = rule.severity if ctx in EAGER else rule.runtime
+        sev = rule.severity if ctx in rule.contexts else rule.runtime
         if sev is None:
             return
         key = (rule.id, ev.path)
@@ -198,11 +199,18 @@ def _evaluate(rules: RuleSet, units: list[_FileUnit], package: list[Event]) -> l
         active = [r for r in scope_rules if all(any(c.tag in tags_here for c in g) for g in r.when)]
         if not active:
             continue
-        # scopes whose closure can hold events: those with events and their callers
-        interesting = set(by_scope)
+        # scopes whose closure can hold events: those with events and their (transitive) callers
+        callers: dict[int, list[int]] = {}
         for s in u.scopes:
-            if s.callees:
-                interesting.add(s.id)
+            for c in s.callees:
+                callers.setdefault(c, []).append(s.id)
+        interesting = set(by_scope)
+        todo = list(interesting)
+        while todo:
+            for p in callers.get(todo.pop(), ()):
+                if p not in interesting:
+                    interesting.add(p)
+                    todo.append(p)
         for sid in sorted(interesting):
             evs = _closure(u.scopes, sid, by_scope)
             if not evs:
@@ -295,6 +303,7 @@ class _Scan:
         self.binaries: dict[str, Member] = {}  # basename -> executable member
         self.texts: list[Member] = []  # other text, decided once we know what code runs
         self.py_members: dict[str, tuple[Member, str]] = {}
+        self.setup_imports: set[str] = set()  # local helper modules setup.py imports
 
     def run(self, data: bytes) -> tuple[list[Finding], int, int]:
         members, aevents, total = walk(data, self.filename, self.limits)
@@ -315,7 +324,7 @@ class _Scan:
                 self._pkg_event(ArchiveEvent("python_unparsable", m.path, "too deeply nested"))
         self._second_pass()
         findings = _evaluate(self.rules, self.units, self.package)
-        return findings, len(members), total
+        return findings, len(members), max(total, len(data))
 
     def _pkg_event(self, a: ArchiveEvent) -> None:
         self.package.append(Event(a.tag, frozenset(), None, snippet_of(a.detail), 0, a.path))
@@ -411,6 +420,8 @@ class _Scan:
             self._text(m, python=True, role=role)
             return
         self._add(m.path, res)
+        if role == "setup" and not forced:
+            self.setup_imports |= res.imported
 
     def _add(self, path: str, res: PyResult) -> None:
         unit = _FileUnit(path, res.events, res.scopes)
@@ -424,8 +435,16 @@ class _Scan:
                     table[key] = (ctx, unit, sid, line)
 
     def _second_pass(self) -> None:
-        # files executed as Python by other code (exec(open(...).read())) run in its context
-        for name, (ctx, _unit, _sid, _line) in self.execs.items():
+        # files executed as Python by other code (exec(open(...).read()), "python x.py")
+        # run in its context
+        ran = dict(self.runs)
+        ran.update(self.execs)
+        for mod in sorted(self.setup_imports):
+            hit = self.py_members.get(mod.lower() + ".py")
+            if hit is not None and hit[1] != "setup" and hit[0].depth == 0:
+                # a local helper imported by setup.py: its functions run at install time
+                self._python(hit[0], "setup", forced=True)
+        for name, (ctx, _unit, _sid, _line) in ran.items():
             if ctx in EAGER and name in self.py_members:
                 m, role = self.py_members[name]
                 if _RANK[ctx] < _RANK[{"setup": "install", "test": "test"}.get(role, "import")]:
@@ -444,13 +463,9 @@ class _Scan:
                 self._text(m, tags=tuple(t for t in self.rules.text_tags if t.name == "webhook"))
         # bundled executables started by code
         for name, (_ctx, unit, sid, line) in self.runs.items():
-            if name in self.binaries or (
-                name.endswith(_SCRIPT_EXT)
-                and any(
-                    t.name.lower().endswith("/" + name) or t.name.lower() == name
-                    for t in self.texts
-                )
-            ):
+            # native executables only: build scripts (configure, build.sh) run at install
+            # are normal, and their content is checked as text in the context they run in
+            if name in self.binaries:
                 snip = next(
                     (e.snippet for e in unit.events if e.tag == "shell" and e.line == line), ""
                 )
@@ -510,7 +525,7 @@ class _Scan:
             if s.startswith(("import ", "import\t")):
                 code_lines.append(s)
                 try:
-                    tree = ast.parse(s)
+                    tree = parse_quietly(s)
                     if not all(isinstance(n, ast.Import) for n in tree.body):
                         plain = False
                 except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -59,7 +59,14 @@ class StringMatcher:
     def __init__(self, rules: RuleSet) -> None:
         self.tags = rules.string_tags
         self.text_tags = rules.text_tags
-        self._cache: dict[str, frozenset[str]] = {}
+        self._cache = rules.label_cache  # shared by every scan with these rules
+        # one search per tag instead of one per needle
+        self._needles: dict[str, re.Pattern[str] | None] = {
+            t.name: re.compile("|".join(re.escape(n) for n in t.needles))
+            if t.needles and all(t.needles)
+            else None
+            for t in self.tags
+        }
 
     def active(self, low_text: str, tags: Iterable[Tag] | None = None) -> tuple[Tag, ...]:
         """The tags one of whose needles occurs in ``low_text`` (lower-cased)."""
@@ -79,11 +86,17 @@ class StringMatcher:
             if hit is not None:
                 return hit
         low = s.lower()
+        if len(s) > 8192:
+            # big values (data, built text): regexes only around needles, like raw text
+            hits = self.find(s, self.active(low), low)
+            return frozenset(t for t, _ in hits)
         found: set[str] = set()
-        for t in tags if tags is not None else self.active(low):
+        needles = self._needles
+        for t in tags if tags is not None else self.tags:
             if not (t.min_len <= len(s) <= t.max_len):
                 continue
-            if t.needles and not any(n in low for n in t.needles):
+            rx = needles.get(t.name)
+            if rx is not None and not rx.search(low):
                 continue
             for p in t.strings:
                 if p.public_ip:
@@ -105,7 +118,9 @@ class StringMatcher:
                         found |= self.labels(dec, None, depth + 1)
                     break  # the first long run only: bounded work on data blobs
         res = frozenset(found)
-        if cacheable and len(self._cache) < 50_000:
+        if cacheable:
+            if len(self._cache) >= 200_000:
+                self._cache.clear()
             self._cache[s] = res
         return res
 
