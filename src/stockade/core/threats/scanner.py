@@ -440,10 +440,10 @@ class _Scan:
         ran = dict(self.runs)
         ran.update(self.execs)
         for mod in sorted(self.setup_imports):
-            hit = self.py_members.get(mod.lower() + ".py")
-            if hit is not None and hit[1] != "setup" and hit[0].depth == 0:
+            helper = self.py_members.get(mod.lower() + ".py")
+            if helper is not None and helper[1] != "setup" and helper[0].depth == 0:
                 # a local helper imported by setup.py: its functions run at install time
-                self._python(hit[0], "setup", forced=True)
+                self._python(helper[0], "setup", forced=True)
         for name, (ctx, _unit, _sid, _line) in ran.items():
             if ctx in EAGER and name in self.py_members:
                 m, role = self.py_members[name]
