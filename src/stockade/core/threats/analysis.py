@@ -103,6 +103,22 @@ _LAUNCHERS: Final = frozenset(
 )
 _WRITE_OPEN: Final = re.compile(r"[wax+]")
 _CARRY: Final = frozenset({"decode", "decrypt"})
+_EXEC_NAMES: Final = frozenset({"exec", "eval", "compile", "execfile"})
+_DOWNLOADERS: Final = frozenset(
+    {
+        "curl",
+        "wget",
+        "certutil",
+        "bitsadmin",
+        "invoke-webrequest",
+        "iwr",
+        "irm",
+        "invoke-restmethod",
+        "start-bitstransfer",
+        "aria2c",
+        "axel",
+    }
+)
 _INTERPRETERS: Final = frozenset(
     {
         "python",
@@ -512,10 +528,13 @@ class _Analyzer:
         self._written: dict[int, tuple[str, ast.Call, int]] = {}
         self._acc_cache: dict[int, ast.expr | None] = {}
         self._aliases: list[tuple[ast.Name, int]] = []
+        self._attr_alias: dict[str, ast.Name] = {}
+        self.exec_refs: list[tuple[ast.Name, int]] = []  # exec/eval used as a value
         self._seen_payloads: set[int] = set()
         self._pending: list[tuple[str, ast.Call, int]] = []
         self._param_labels: dict[tuple[int, str], frozenset[str]] = {}
         self._param_seed: dict[tuple[int, str], frozenset[str]] = {}
+        self._param_built: set[tuple[int, str]] = set()  # params some caller passes built text
         self._path_labels: dict[str, frozenset[str]] = {}
         self._obf_nodes: dict[int, tuple[ast.AST, int]] = {}
         self._obf_emitted: set[int] = set()
@@ -580,6 +599,16 @@ class _Analyzer:
                     self._bind_target(scope, t, value, "elem")
         elif isinstance(target, ast.Starred):
             self._bind_target(scope, target.value, value, "elem")
+        elif (
+            isinstance(target, ast.Attribute)
+            and kind == "value"
+            and isinstance(value, ast.Name)
+            and value.id in ("exec", "eval", "compile", "__import__", "execfile")
+            and len(self._attr_alias) < 64
+        ):
+            # self._run = exec: remembered by attribute name (obfuscators hide builtins so)
+            self._attr_alias[target.attr] = value
+            self._aliases.append((value, scope))
 
     # ------------------------------------------------------------------ pass 1: structure
     def collect(self, tree: ast.Module, module_ctx: str, max_nodes: int = 2_000_000) -> bool:
@@ -592,6 +621,7 @@ class _Analyzer:
         consts = self.consts
         fields = _FIELDS
         special = _SPECIAL
+        callees: set[int] = set()
         seen = 0
         while stack:
             node, scope, cls = stack.pop()
@@ -600,6 +630,8 @@ class _Analyzer:
                 return False
             t = type(node)
             if t is ast.Name:
+                if node.id in _EXEC_NAMES and id(node) not in callees:  # type: ignore[attr-defined]
+                    self.exec_refs.append((node, scope))  # type: ignore[arg-type]
                 continue
             if t is ast.Constant:
                 v = node.value  # type: ignore[attr-defined]
@@ -610,6 +642,7 @@ class _Analyzer:
                 continue  # a docstring or a bare literal: not a value anything uses
             if t is ast.Call:
                 calls.append((node, scope))  # type: ignore[arg-type]
+                callees.add(id(node.func))  # type: ignore[attr-defined]
             elif t in special and self._special(node, scope, cls, push, setup_like):
                 continue
             fl = fields.get(t)
@@ -875,7 +908,8 @@ class _Analyzer:
         if isinstance(node, ast.Attribute):
             base = self.resolve(node.value)
             if base is None:
-                return None
+                alias = self._attr_alias.get(node.attr)
+                return self.resolve(alias) if alias is not None else None
             if base == "builtins" and node.attr == "__dict__":
                 return "builtins"
             if base.startswith("local."):
@@ -890,6 +924,10 @@ class _Analyzer:
                         if not isinstance(node.args[0], ast.Constant):
                             self._obf(node)
                         return name
+                    if f == "builtins.__import__" and isinstance(
+                        node.args[0], ast.BinOp | ast.JoinedStr | ast.Call | ast.Subscript
+                    ):
+                        self._obf(node)  # a module name assembled at run time
                 return None
             if f == "builtins.getattr" and len(node.args) >= 2:
                 base = self.resolve(node.args[0])
@@ -1241,6 +1279,19 @@ class _Analyzer:
         out: frozenset[str] = frozenset()
         for key in self._path_keys(node):
             out |= self._path_labels.get(key, frozenset())
+        # a file inside a folder something was extracted or written to: dir + "x.exe",
+        # os.path.join(dir, "x.exe"), f"{dir}/x.exe"
+        head: ast.expr | None = None
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            head = node.left
+        elif isinstance(node, ast.Call) and node.args and self.resolve(node.func) in _PATH_JOINS:
+            head = node.args[0]
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            head = first.value if isinstance(first, ast.FormattedValue) else None
+        if head is not None and head is not node:
+            for key in self._path_keys(head):
+                out |= self._path_labels.get(key, frozenset())
         return out
 
     # ------------------------------------------------------------------ sinks
@@ -1301,7 +1352,22 @@ class _Analyzer:
             lead = _leading_text(p, self.folder)
             lead_toks = lead.split() if lead else []
             first_prog = next((t for t in lead_toks if not _is_launcher(t)), None)
-            if first_prog is not None:
+            glued = bool(lead) and not lead[-1].isspace() and first_prog == lead_toks[-1]
+            if (
+                first_prog is not None
+                and _basename(first_prog).lower().removesuffix(".exe") in _DOWNLOADERS
+            ):
+                # curl/wget + a URL from a variable: where it fetches from is an argument
+                ends = self.labels(p) & _ENDPOINT_LABELS
+                out |= ends
+                if "url" in ends:
+                    out.add("shell_download")
+            if first_prog is not None and glued:
+                # "./{name}", "C:\\{dir}\\x.exe": the variable is part of the program path
+                self._program_token(first_prog, out)
+                out |= self.labels(p) | self._path_lookup(p)
+                prog_done = True
+            elif first_prog is not None:
                 self._program_token(first_prog, out)
                 out |= self._constant_labels(p)
                 prog_done = True
@@ -1474,6 +1540,10 @@ class _Analyzer:
                         if op is not None and op[1].args:
                             labels |= self.labels(op[1].args[0])
                     self._emit(tag, labels, call, scope)
+        for ref, rscope in self.exec_refs[:10]:
+            self._cur = rscope
+            if (self.resolve(ref) or "").startswith("builtins."):
+                self._emit("exec_ref", frozenset(), ref, rscope)
         for alias, ascope in self._aliases:
             self._cur = ascope
             if (self.resolve(alias) or "").startswith("builtins."):
@@ -1578,12 +1648,12 @@ class _Analyzer:
             if b is None or b.kind != "value" or b.expr is None:
                 break
             e = b.expr
-        if isinstance(e, ast.Constant | ast.JoinedStr | ast.BinOp) or (
-            isinstance(e, ast.Call)
-            and isinstance(e.func, ast.Attribute)
-            and e.func.attr in ("format", "join", "replace")
-        ):
+        if _built_string(e):
             return self.labels(a)
+        if isinstance(e, ast.Name):
+            hit = self._find(self._cur, e.id)
+            if hit is not None and (hit[0], e.id) in self._param_built:
+                return self.labels(a)  # a caller built this URL from its data
         return self.labels(a) & (_ENDPOINT_LABELS | _CARRY)
 
     def _object_labels(self, obj: ast.expr) -> frozenset[str]:
@@ -1603,12 +1673,16 @@ class _Analyzer:
                 if lab:
                     key = (fid, params[j])
                     self._param_labels[key] = self._param_labels.get(key, frozenset()) | lab
+                    if _built_string(a):
+                        self._param_built.add(key)
         for k in call.keywords:
             if k.arg and k.arg in params:
                 lab = self.labels(k.value)
                 if lab:
                     key = (fid, k.arg)
                     self._param_labels[key] = self._param_labels.get(key, frozenset()) | lab
+                    if _built_string(k.value):
+                        self._param_built.add(key)
 
     def _constants(self) -> None:
         long_blob_done = False
@@ -1748,6 +1822,14 @@ class _Analyzer:
         )
 
 
+def _built_string(e: ast.AST) -> bool:
+    return isinstance(e, ast.Constant | ast.JoinedStr | ast.BinOp) or (
+        isinstance(e, ast.Call)
+        and isinstance(e.func, ast.Attribute)
+        and e.func.attr in ("format", "join", "replace")
+    )
+
+
 def _blob_len(v: object) -> int:
     if isinstance(v, Marshalled):
         return len(v.data)
@@ -1851,7 +1933,10 @@ def _is_blob(s: str) -> bool:
         if ent >= 5.2:
             return True  # base64-like, not prose or repeated digits
         hexish = sum(b in _HEXCHARS for b in dense) >= 0.99 * len(dense)
-        return hexish and ent >= 3.7 and len(s) >= 2000
+        if hexish and ent >= 3.7 and len(s) >= 2000:
+            return True
+        # a very long literal in a small encoding alphabet (hex with separators, …)
+        return len(s) >= 50_000 and ent >= 3.0
     return ent >= 7.0  # raw binary in a string literal
 
 

@@ -506,6 +506,8 @@ class Folder:
             return _Module(name)
         if isinstance(base, _Builtin) and base.name in ("bytes", "bytearray") and attr == "fromhex":
             return _Func("bytes.fromhex")
+        if isinstance(base, _Builtin) and base.name in ("str", "bytes") and attr == "maketrans":
+            return _Func("maketrans", base)
         raise Unknown("attr")
 
     def _comp(self, elt: ast.expr, gens: list[ast.comprehension], env: dict[str, Any]) -> list[Any]:
@@ -773,6 +775,12 @@ class Folder:
         raise Unknown(name)
 
     def _method(self, name: str, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if name == "maketrans" and isinstance(obj, _Builtin):
+            if obj.name == "str" and all(isinstance(a, str) for a in args) and len(args) in (2, 3):
+                return str.maketrans(*args)
+            if obj.name == "bytes" and all(isinstance(a, bytes) for a in args) and len(args) == 2:
+                return bytes.maketrans(args[0], args[1])
+            raise Unknown("maketrans")
         if isinstance(obj, _Builtin):
             if name in ("__str__", "__repr__"):
                 return _builtin_str(obj.name)

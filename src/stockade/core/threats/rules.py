@@ -63,6 +63,7 @@ ENGINE_TAGS: Final = frozenset(
         "text_ioc",
         "hidden_code",
         "padding",
+        "exec_ref",
     }
 )
 # Labels the engine attaches itself (besides tag names).

@@ -139,16 +139,21 @@ def _match(
     rule: Rule, events: Sequence[Event], ctx_of: dict[tuple[str, int], str]
 ) -> tuple[Event, str] | None:
     anchors: list[Event] = []
+    strongest = len(_RANK)
     for i, group in enumerate(rule.when):
         hits = [e for e in events if any(c.matches(e.tag, e.labels) for c in group)]
         if not hits:
             return None
         if i == 0:
             anchors = hits
+        strongest = min(strongest, *(_RANK[ctx_of.get((e.path, e.scope), "runtime")] for e in hits))
     best = min(
         anchors,
         key=lambda e: (_RANK[ctx_of.get((e.path, e.scope), "runtime")], e.line or 0),
     )
+    if rule.unit != "scope":
+        # a file-wide combination runs as early as any of its parts
+        return best, CONTEXTS[strongest]
     return best, ctx_of.get((best.path, best.scope), "runtime")
 
 
