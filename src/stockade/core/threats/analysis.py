@@ -1352,7 +1352,7 @@ class _Analyzer:
             lead = _leading_text(p, self.folder)
             lead_toks = lead.split() if lead else []
             first_prog = next((t for t in lead_toks if not _is_launcher(t)), None)
-            glued = bool(lead) and not lead[-1].isspace() and first_prog == lead_toks[-1]
+            glued = bool(lead and not lead[-1].isspace() and first_prog == lead_toks[-1])
             if (
                 first_prog is not None
                 and _basename(first_prog).lower().removesuffix(".exe") in _DOWNLOADERS
