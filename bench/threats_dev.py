@@ -205,6 +205,14 @@ def main() -> int:
         meta["families"] = len({s.family for s in samples})
         meta["split_seconds"] = round(time.perf_counter() - t, 1)
         for split in ("dev", "holdout"):
+            part = [s for s in samples if s.split == split]
+            meta[f"{split}_samples"] = len(part)
+            meta[f"{split}_families"] = len({s.family for s in part})
+        print(
+            f"split: dev {meta['dev_samples']} samples / {meta['dev_families']} families, "
+            f"holdout {meta['holdout_samples']} samples / {meta['holdout_families']} families"
+        )
+        for split in ("dev", "holdout"):
             if want in ("dev", "holdout") and want != split:
                 continue
             items = [s for s in samples if s.split == split]
@@ -273,6 +281,24 @@ def main() -> int:
             f[0] for k in ("dev",) for r in results.get(k, []) for f in r["findings"]
         )
         print("\nrules firing on dev:", ", ".join(f"{k}={v}" for k, v in rules.most_common()))
+    for name in ("wheels", "sdists"):
+        if name in results:
+            fired = collections.Counter(f[0] for r in results[name] for f in r["findings"])
+            print(
+                f"rules firing on benign {name}:",
+                ", ".join(f"{k}={v}" for k, v in fired.most_common()),
+            )
+    everything = [r for res in results.values() for r in res]
+    if everything:
+        mb = sum(r["size"] for r in everything) / 1e6
+        secs = sum(r["elapsed"] for r in everything)
+        el = sorted(r["elapsed"] for r in everything)
+        print(
+            f"all sets: {len(everything)} files, {mb:.1f} MB in {secs:.1f} s of scanning "
+            f"({mb / secs if secs else 0:.1f} MB/s per core), median "
+            f"{1000 * statistics.median(el):.1f} ms, "
+            f"p95 {1000 * el[int(0.95 * (len(el) - 1))]:.0f} ms"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))

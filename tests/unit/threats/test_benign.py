@@ -157,6 +157,18 @@ BENIGN: list[tuple[str, dict[str, str]]] = [
         },
     ),
     (
+        "ordinary words that are also shell commands",
+        {
+            "demo/config.py": (
+                "import os, requests\n"
+                "ENV = os.getenv('env', 'test')\n"
+                "def save(mode='set', user_id='id'):\n"
+                "    requests.post('https://api.example.com/v1/settings', "
+                "json={'env': ENV, 'mode': mode, 'key': user_id})\n"
+            )
+        },
+    ),
+    (
         "SSH helper reading the user's key for a connection",
         {
             "demo/ssh.py": (

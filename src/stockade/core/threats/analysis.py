@@ -530,6 +530,7 @@ class _Analyzer:
         self._aliases: list[tuple[ast.Name, int]] = []
         self._attr_alias: dict[str, ast.Name] = {}
         self.exec_refs: list[tuple[ast.Name, int]] = []  # exec/eval used as a value
+        self._command_tags = frozenset(t.name for t in ctx.rules.string_tags if t.command)
         self._seen_payloads: set[int] = set()
         self._pending: list[tuple[str, ast.Call, int]] = []
         self._param_labels: dict[tuple[int, str], frozenset[str]] = {}
@@ -599,6 +600,13 @@ class _Analyzer:
                     self._bind_target(scope, t, value, "elem")
         elif isinstance(target, ast.Starred):
             self._bind_target(scope, target.value, value, "elem")
+        elif isinstance(target, ast.Subscript) and value is not None:
+            # d[k] = v, d[a][b] = v: the container now holds v's data
+            base: ast.AST = target
+            while isinstance(base, ast.Subscript):
+                base = base.value
+            if isinstance(base, ast.Name):
+                self._bind(scope, base.id, _Binding("aug", value))
         elif (
             isinstance(target, ast.Attribute)
             and kind == "value"
@@ -924,17 +932,14 @@ class _Analyzer:
                         if not isinstance(node.args[0], ast.Constant):
                             self._obf(node)
                         return name
-                    if f == "builtins.__import__" and isinstance(
-                        node.args[0], ast.BinOp | ast.JoinedStr | ast.Call | ast.Subscript
-                    ):
-                        self._obf(node)  # a module name assembled at run time
+                    if f == "builtins.__import__" and _assembled(node.args[0]):
+                        self._obf(node)  # a module name assembled piece by piece
                 return None
             if f == "builtins.getattr" and len(node.args) >= 2:
                 base = self.resolve(node.args[0])
                 name = self.folder.fold(node.args[1])
                 if base == "builtins" and not isinstance(name, str):
                     # a builtin chosen at run time: exec/eval as far as we can tell
-                    self._obf(node)
                     return "builtins.<dynamic>"
                 if base is None or not isinstance(name, str) or not name.isidentifier():
                     return None
@@ -1082,6 +1087,8 @@ class _Analyzer:
         if d is not None:
             out |= self.rules.call_tags(d)
             out |= self.rules.ref_tags(d)
+            if "shell" in out:
+                out |= self._command_output_labels(node)
             if d in _PATH_JOINS and node.args:
                 # a path built from known and unknown parts: label what is known
                 parts = [self.folder.fold(a) for a in node.args]
@@ -1127,6 +1134,48 @@ class _Analyzer:
         if isinstance(v, str | bytes):
             out |= self._str_labels(v)
         return frozenset(out)
+
+    def _command_output_labels(self, call: ast.Call) -> frozenset[str]:
+        """What a process's output tells: ``check_output("whoami")`` carries host facts."""
+        first = call.args[0] if call.args else _arg(call, 0, "args")
+        if first is None:
+            return frozenset()
+        v = self.folder.fold(first)
+        if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+            v = " ".join(v)
+        if isinstance(v, str):
+            return self.c.matcher.command_labels(v) & self._command_tags
+        # a command picked at run time from literals (a table of commands, a loop over them)
+        out: frozenset[str] = frozenset()
+        for s in self._command_literals(first, 0, [])[:64]:
+            out |= self.c.matcher.command_labels(s) & self._command_tags
+        return out
+
+    def _command_literals(self, e: ast.AST, depth: int, acc: list[str]) -> list[str]:
+        if len(acc) >= 64 or depth > 6:
+            return acc
+        if isinstance(e, ast.Constant) and isinstance(e.value, str):
+            acc.append(e.value)
+        elif isinstance(e, ast.List | ast.Tuple | ast.Set):
+            cmd = [
+                x.value for x in e.elts if isinstance(x, ast.Constant) and isinstance(x.value, str)
+            ]
+            if cmd:
+                acc.append(" ".join(cmd))
+        elif isinstance(e, ast.Dict):
+            for val in e.values:
+                self._command_literals(val, depth + 1, acc)
+        elif isinstance(e, ast.Subscript):
+            self._command_literals(e.value, depth + 1, acc)
+        elif isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute):
+            if e.func.attr in ("items", "values", "get", "copy"):
+                self._command_literals(e.func.value, depth + 1, acc)
+        elif isinstance(e, ast.Name):
+            hit = self._find(self._cur, e.id)
+            for b in hit[1][:8] if hit is not None else ():
+                if b.kind in ("value", "elem") and b.expr is not None:
+                    self._command_literals(b.expr, depth + 1, acc)
+        return acc
 
     def _local_function(self, func: ast.expr) -> int | None:
         if isinstance(func, ast.Name):
@@ -1377,10 +1426,10 @@ class _Analyzer:
                     prog_done = True
         if texts:
             line = " ".join(texts)
-            out |= self._str_labels(line)
+            out |= self.c.matcher.command_labels(line)
             norm = shell_normalize(line)
             if norm != line:
-                out |= self._str_labels(norm)
+                out |= self.c.matcher.command_labels(norm)
             self._python_c(texts, call)
         return frozenset(out)
 
@@ -1494,6 +1543,8 @@ class _Analyzer:
                     continue
             if d.startswith("local."):
                 continue
+            if d == "builtins.<dynamic>":
+                self._obf(call.func)  # getattr(builtins, name)(data): called, not just looked up
             if isinstance(call.func, ast.Attribute) and call.func.attr in ("write", "communicate"):
                 fed = self._interpreter_stdin(call)
                 if fed is not None:
@@ -1822,6 +1873,16 @@ class _Analyzer:
         )
 
 
+def _assembled(e: ast.AST) -> bool:
+    """A name built from pieces (subscripts, calls, characters), not ``__package__ + ".x"``."""
+    for n in ast.walk(e):
+        if isinstance(n, ast.Subscript | ast.Call):
+            return True
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) <= 2:
+            return True
+    return False
+
+
 def _built_string(e: ast.AST) -> bool:
     return isinstance(e, ast.Constant | ast.JoinedStr | ast.BinOp) or (
         isinstance(e, ast.Call)
@@ -1959,6 +2020,7 @@ _PY2_EXEC: Final = re.compile(r"(?m)^(\s*)exec\b(?!\s*\()\s+(.+?)(?:\s+in\s+(.+?
 _PY2_EXCEPT: Final = re.compile(r"(?m)^(\s*except\s+[^,:]+?)\s*,\s*(\w+)\s*:")
 _PY2_OCTAL: Final = re.compile(r"(?<![\w.])0([0-7]+)\b")
 _PY2_UR: Final = re.compile(r"(?<![\w])ur(['\"])")
+_PY2_RAISE: Final = re.compile(r"(?m)^(\s*raise\s+[\w.]+)\s*,\s*[^\n]+$")
 _REPEATS: Final = re.compile(r"(.{4,64}?)\1{32,}", re.S)
 # code pushed off-screen by a run of blanks (";exec(...)" at column 300)
 HIDDEN_CODE: Final = re.compile(r"\S[ \t]{120,}(?:;|import\b|exec\b|eval\b|__import__|from\s)")
@@ -1980,6 +2042,7 @@ def py2_fixups(src: str) -> str:
     )
     s = _PY2_EXCEPT.sub(r"\1 as \2:", s)
     s = _PY2_OCTAL.sub(r"0o\1", s)
+    s = _PY2_RAISE.sub(r"\1", s)
     return _PY2_UR.sub(r"u\1", s)
 
 

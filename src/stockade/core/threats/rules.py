@@ -95,6 +95,7 @@ class Tag:
     mode_exec: bool = False
     text: bool = False  # also matched on non-Python text members
     params: tuple[re.Pattern[str], ...] = ()  # function parameter names carrying this label
+    command: bool = False  # strings count only as command lines (what a process runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,7 @@ class RuleSet:
             for rx in t.params:
                 self._params.append((rx, t.name))
         self.string_tags = tuple(t for t in self.tags.values() if t.strings)
-        self.text_tags = tuple(t for t in self.string_tags if t.text)
+        self.text_tags = tuple(t for t in self.string_tags if t.text or t.command)
 
     def call_tags(self, dotted: str) -> frozenset[str]:
         """Tags of a call to the resolved name ``dotted`` (cached)."""
@@ -261,6 +262,7 @@ def _build(doc: Mapping[str, Any]) -> RuleSet:
             "text",
             "public_ip",
             "params",
+            "command",
         }
         if unknown:
             raise RuleError(f"{entry}: unknown key(s) {sorted(unknown)}")
@@ -290,6 +292,7 @@ def _build(doc: Mapping[str, Any]) -> RuleSet:
             mode_exec=bool(t.get("mode_exec", False)),
             text=bool(t.get("text", False)),
             params=tuple(params),
+            command=bool(t.get("command", False)),
         )
         if not (tags[name].calls or tags[name].refs or tags[name].imports or pats or params):
             raise RuleError(f"{entry}: give calls, refs, imports or strings")

@@ -57,7 +57,10 @@ class StringMatcher:
     """Matches string tags; results for short strings are cached."""
 
     def __init__(self, rules: RuleSet) -> None:
-        self.tags = rules.string_tags
+        # tags whose strings only mean something as a command line (`env`, `whoami`) are
+        # matched on command lines only, never on ordinary constants
+        self.all_tags = rules.string_tags
+        self.tags = tuple(t for t in rules.string_tags if not t.command)
         self.text_tags = rules.text_tags
         self._cache = rules.label_cache  # shared by every scan with these rules
         # one search per tag instead of one per needle
@@ -65,7 +68,7 @@ class StringMatcher:
             t.name: re.compile("|".join(re.escape(n) for n in t.needles))
             if t.needles and all(t.needles)
             else None
-            for t in self.tags
+            for t in self.all_tags
         }
 
     def active(self, low_text: str, tags: Iterable[Tag] | None = None) -> tuple[Tag, ...]:
@@ -123,6 +126,12 @@ class StringMatcher:
                 self._cache.clear()
             self._cache[s] = res
         return res
+
+    def command_labels(self, cmd: str) -> frozenset[str]:
+        """Labels of a command line: every string tag, command-only ones included."""
+        if not cmd or len(cmd) > 65536:
+            return frozenset()
+        return self.labels(cmd) | self.labels(cmd, tuple(t for t in self.all_tags if t.command))
 
     def find(
         self, text: str, tags: tuple[Tag, ...], low: str | None = None
