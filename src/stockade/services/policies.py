@@ -51,13 +51,7 @@ class PolicyException:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     def covers(self, project: str, version: str | None) -> bool:
-        if project != self.project:
-            return False
-        if not self.specifier:
-            return True
-        if version is None:
-            return False
-        return _spec_contains(self.specifier, version)
+        return _matches(self.project, self.specifier, project, version)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,13 +79,7 @@ class PolicyApproval:
     revoked_at: datetime | None
 
     def covers(self, project: str, version: str | None) -> bool:
-        if self.revoked_at is not None or project != self.project:
-            return False
-        if not self.specifier:
-            return True
-        if version is None:
-            return False
-        return _spec_contains(self.specifier, version)
+        return self.revoked_at is None and _matches(self.project, self.specifier, project, version)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -198,9 +186,14 @@ def _specifier(text: str) -> SpecifierSet | None:
         return None
 
 
-def _spec_contains(text: str, version: str) -> bool:
-    spec = _specifier(text)
-    if spec is None:
+def _matches(name: str, specifier: str | None, project: str, version: str | None) -> bool:
+    """Whether NAME[specifier] (an exception's or an approval's) covers project==version."""
+    if project != name:
+        return False
+    if not specifier:
+        return True
+    spec = _specifier(specifier)
+    if version is None or spec is None:
         return False
     try:
         return spec.contains(version, prereleases=True)
