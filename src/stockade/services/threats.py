@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,14 @@ from stockade.services.repo import aware, utcnow
 
 log = logging.getLogger(__name__)
 
-ENGINE = "scanner-1"  # bump when rules change enough that stored verdicts must be redone
+
+def _engine() -> str:
+    """Names the rules that decided: a changed rules file makes stored verdicts stale."""
+    rules = resources.files("stockade.data").joinpath("threat_rules.toml").read_bytes()
+    return "scanner-" + hashlib.sha256(rules).hexdigest()[:12]
+
+
+ENGINE = _engine()
 SCAN_MAX_BYTES = 512 * 1024**2  # larger files are reported unscanned ("error")
 SCAN_TIMEOUT = 120.0  # seconds one file may take before it is reported as an error
 CACHE_MAX = 200_000
