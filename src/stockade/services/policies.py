@@ -387,7 +387,7 @@ class PolicyService:
                 PolicyRequestRow.approval_id.is_(None),
             )
             for r in (await s.execute(q)).scalars():
-                if made.covers(r.project, r.version or None) or not made.specifier:
+                if made.covers(r.project, r.version or None):
                     r.approval_id = made.id
         self.clear()
         return made
