@@ -89,8 +89,7 @@ def explain(
 
     async def go(r: Runtime) -> list[dict[str, Any]]:
         info = await r.indexes.get(index)
-        served = await r.pages.project_page(info, canonicalize_name(project))
-        return served.explain(version)
+        return await r.pages.explain(info, canonicalize_name(project), version)
 
     rows = run(go)
     if json:

@@ -18,6 +18,7 @@ from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.audit import AuditLog
 from stockade.services.files import FileService
+from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
 from stockade.services.metadata import MetadataService
@@ -55,6 +56,10 @@ class Runtime:
             self.threats,
             popular_path=settings.home / "popular_pypi.txt",
         )
+        self.identity = IdentityService(
+            self.sessions, self.http, self.audit, self.changed, self.policies.popular
+        )
+        self.policies.identity = self.identity
         self.pages = PageService(
             settings,
             self.sessions,
@@ -64,6 +69,8 @@ class Runtime:
             self.audit,
             self.policies,
         )
+        self.pages.on_mirror_page = self.identity.observe_later
+        self.metadata.on_new = self.pages.clear_project
         self.files = FileService(
             settings,
             self.sessions,
@@ -117,6 +124,7 @@ class Runtime:
         self.vulns.clear()
         self.policies.clear()
         self.threats.clear()
+        self.identity.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
@@ -145,6 +153,7 @@ class Runtime:
                 await task
         await self.files.close()
         await self.threats.close()
+        await self.identity.close()
         await self.audit.close()
         await self.http.aclose()
         await self.engine.dispose()

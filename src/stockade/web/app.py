@@ -673,8 +673,10 @@ async def api_policy_explain(request: Request) -> Response:
     project = request.query_params.get("project")
     if not project:
         raise InvalidRequest("project is required", "?project=requests&version=2.19.0")
-    served = await rt(request).pages.project_page(index, canonicalize_name(project))
-    return _json(served.explain(request.query_params.get("version")))
+    rows = await rt(request).pages.explain(
+        index, canonicalize_name(project), request.query_params.get("version")
+    )
+    return _json(rows)
 
 
 async def api_policy_test(request: Request) -> Response:
@@ -808,6 +810,18 @@ async def api_scan_report(request: Request) -> Response:
     return _json(got.as_dict())
 
 
+async def api_identity(request: Request) -> Response:
+    """Publishers, owners and author-impersonation findings of a project on a mirror index."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    if index.kind is not IndexKind.MIRROR:
+        raise InvalidRequest(
+            f"index {index.name!r} is a {index.kind.value} index",
+            "identities are recorded for mirror indexes; ask the mirror",
+        )
+    project = canonicalize_name(request.path_params["project"])
+    return _json(await rt(request).identity.report(index.name, project))
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -935,6 +949,7 @@ def create_app(settings: Settings) -> Any:
             methods=["DELETE"],
         ),
         Route("/api/v1/scans/{sha256}", api_scan_report),
+        Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),
