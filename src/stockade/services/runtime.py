@@ -17,6 +17,7 @@ from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.audit import AuditLog
+from stockade.services.conda import CondaService
 from stockade.services.files import FileService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
@@ -78,6 +79,9 @@ class Runtime:
         self.uploads = UploadService(
             self.sessions, self.store, self.pages, self.audit, self.metadata, self.threats
         )
+        self.conda = CondaService(
+            settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -117,6 +121,7 @@ class Runtime:
         self.vulns.clear()
         self.policies.clear()
         self.threats.clear()
+        self.conda.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
@@ -144,6 +149,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.files.close()
+        await self.conda.close()
         await self.threats.close()
         await self.audit.close()
         await self.http.aclose()
