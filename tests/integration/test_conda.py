@@ -7,6 +7,7 @@ Every test runs on SQLite and PostgreSQL (the ``server`` fixture follows ``db_ur
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -280,8 +281,16 @@ def test_private_channel_upload_solve_and_install(server: Server, tmp_path: Path
     assert sorted(e["outcome"] for e in uploads) == ["ok", "ok", "ok", "rejected"]
 
 
-def test_private_channel_shards_cep16(server: Server, tmp_path: Path) -> None:
+def test_private_channel_shards_cep16(tmp_path: Path, db_url: str) -> None:
     pkgs = _packages(tmp_path / "dist")
+    server = make_server(tmp_path / "home", db_url, access_log="true")
+    try:
+        _check_shards(server, pkgs, tmp_path)
+    finally:
+        server.stop()
+
+
+def _check_shards(server: Server, pkgs: dict[str, Path], tmp_path: Path) -> None:
     server.cli("conda", "channel", "create", "internal", "--private")
     server.cli("conda", "upload", "-c", "internal", *(str(p) for p in pkgs.values()))
     token = server.token("internal", "read")
@@ -296,20 +305,24 @@ def test_private_channel_shards_cep16(server: Server, tmp_path: Path) -> None:
         assert s.status_code == 200 and "immutable" in s.headers["cache-control"]
         shard = msgpack.unpackb(_unzstd(s.content))
         rec = shard["packages.conda"]["app-2.0-0.conda"]
-        assert rec["sha256"] == bytes.fromhex(
-            __import__("hashlib").sha256(pkgs["app"].read_bytes()).hexdigest()
-        )
+        assert rec["sha256"] == hashlib.sha256(pkgs["app"].read_bytes()).digest()
         # A blob that is not a current shard of this subdir is never served from /shards/.
         noarch = msgpack.unpackb(
             _unzstd(c.get("/conda/internal/noarch/repodata_shards.msgpack.zst").content)
         )
         other = noarch["shards"]["lib"].hex()
         assert c.get(f"/conda/internal/linux-64/shards/{other}.msgpack.zst").status_code == 404
-    # rattler's gateway with sharded repodata enabled solves from the shards.
+    # rattler's gateway with sharded repodata enabled solves from the shards alone.
+    mark = len(server.log())
     records = _solve_install(
         _channel_url(server, "internal", token), ["app"], tmp_path / "c", sharded=True
     )
     assert _names(records) == {"app": "2.0", "lib": "1.0"}
+    log = server.log()[mark:]
+    assert "/conda/internal/linux-64/repodata_shards.msgpack.zst" in log, log
+    assert "/conda/internal/noarch/shards/" in log and "/conda/internal/linux-64/shards/" in log
+    assert "/repodata.json" not in log, log
+    assert token not in server.log()
 
 
 # -- auth --------------------------------------------------------------------------------------
