@@ -323,6 +323,42 @@ class ScanReportRow(Base):
     elapsed: Mapped[float] = mapped_column(Float)
 
 
+class VersionIdentityRow(Base):
+    """Who published a version of a mirrored project, as its upstream reported it (PEP 740
+    provenance publisher), first seen at ``observed_at``. Impersonation findings compare
+    consecutive versions."""
+
+    __tablename__ = "version_identities"
+    __table_args__ = (UniqueConstraint("index_name", "project", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+    publisher: Mapped[str | None] = mapped_column(String(512))  # "GitHub:owner/repo"
+    provenance: Mapped[bool | None] = mapped_column(Boolean)  # None: upstream offers none
+    uploaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ProjectOwnersRow(Base):
+    """A mirrored project's owners, e-mails and links as its upstream's JSON API reported them;
+    a new row only when something changed (append-only history)."""
+
+    __tablename__ = "project_owners"
+    __table_args__ = (Index("ix_project_owners_project", "index_name", "project"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    owners: Mapped[list[str] | None] = mapped_column(JSON)  # None: the API did not say
+    organization: Mapped[str | None] = mapped_column(String(255))
+    emails: Mapped[list[str]] = mapped_column(JSON, default=list)
+    urls: Mapped[list[str]] = mapped_column(JSON, default=list)
+    first_upload: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class CondaChannelRow(Base):
     """What a conda channel (an index of kind conda-mirror or conda-private) adds to its index."""
 
