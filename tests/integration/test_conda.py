@@ -165,6 +165,10 @@ def test_mirror_repodata_forms(server: Server, channel: Channel) -> None:
         current = c.get("/conda/cf/linux-64/current_repodata.json")  # upstream has none
         assert current.status_code == 200 and current.json() == data
         assert c.get("/conda/cf/channeldata.json").json()["channeldata_version"] == 1
+        index = msgpack.unpackb(
+            _unzstd(c.get("/conda/cf/linux-64/repodata_shards.msgpack.zst").content)
+        )
+        assert set(index["shards"]) == {"app", "tool"}
         missing = c.get("/conda/cf/osx-arm64/repodata.json")
         assert missing.status_code == 404 and "does not mirror subdir" in missing.text
         assert c.get("/conda/cf/linux-64/nothing-1.0-0.conda").status_code == 404
@@ -499,3 +503,87 @@ def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# -- policies (phase 3) ------------------------------------------------------------------------
+
+CONDA_POLICY = """
+[[rules]]
+kind = "names"
+deny = ["lib<2"]
+
+[[rules]]
+kind = "vulnerabilities"
+severity = "high"
+"""
+
+
+def test_policy_filters_channel_repodata(server: Server, channel: Channel, tmp_path: Path) -> None:
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    (feed / "TEST-C.json").write_text(
+        json.dumps(
+            {
+                "id": "TEST-C",
+                "modified": "2024-01-01T00:00:00Z",
+                "severity": [
+                    {"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}
+                ],
+                "affected": [
+                    {"package": {"ecosystem": "conda", "name": "tool"}, "versions": ["0.1"]}
+                ],
+            }
+        )
+    )
+    server.cli("vulndb", "import", str(feed))
+    policy = tmp_path / "p.toml"
+    policy.write_text(CONDA_POLICY)
+    server.cli("conda", "channel", "create", "internal", "--private")
+    server.cli("conda", "upload", "-c", "internal", *(str(p) for p in channel.pkgs.values()))
+    server.cli(
+        "conda", "channel", "create", "cf", "--mirror", channel.upstream.url,
+        "--subdirs", "noarch,linux-64",
+    )  # fmt: skip
+    token = server.token("*", "read")
+    with server.http(token) as c:
+        before = c.get("/conda/internal/noarch/repodata.json").json()
+        assert "lib-1.0-0.tar.bz2" in before["packages"]
+        for name in ("internal", "cf"):
+            server.cli("policy", "set", name, "--file", str(policy))
+            noarch = c.get(f"/conda/{name}/noarch/repodata.json").json()
+            assert noarch["packages"] == {} and set(noarch["packages.conda"]) == {"lib-2.0-0.conda"}
+            linux = c.get(f"/conda/{name}/linux-64/repodata.json").json()
+            assert set(linux["packages"]) == set()  # tool 0.1 has a critical advisory
+            assert set(linux["packages.conda"]) == {"app-2.0-0.conda"}
+            shards = msgpack.unpackb(
+                _unzstd(c.get(f"/conda/{name}/noarch/repodata_shards.msgpack.zst").content)
+            )
+            lib = msgpack.unpackb(
+                _unzstd(
+                    c.get(
+                        f"/conda/{name}/noarch/shards/{shards['shards']['lib'].hex()}.msgpack.zst"
+                    ).content
+                )
+            )
+            assert set(lib["packages"]) == set()
+            r = c.get(f"/conda/{name}/noarch/lib-1.0-0.tar.bz2")
+            assert r.status_code == 403 and "deny pattern 'lib<2'" in r.text
+            r = c.get(f"/conda/{name}/linux-64/tool-0.1-0.tar.bz2")
+            assert r.status_code == 403 and "TEST-C" in r.text
+    url = _channel_url(server, "internal", token)
+    assert _names(_solve_install(url, ["lib"], tmp_path / "a", install=False)) == {"lib": "2.0"}
+    with pytest.raises(Exception, match="lib"):
+        _solve_install(url, ["app"], tmp_path / "b", install=False)
+    # An exception lets the blocked version through again.
+    server.cli("policy", "allow", "internal", "lib<2", "--reason", "pinned by the app team")
+    with server.http(token) as c:
+        noarch = c.get("/conda/internal/noarch/repodata.json").json()
+        assert set(noarch["packages"]) == {"lib-1.0-0.tar.bz2"}
+        assert c.get("/conda/internal/noarch/lib-1.0-0.tar.bz2").status_code == 200
+    # No policy: everything is served again (the private channel is rebuilt from its records).
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    server.cli("policy", "set", "internal", "--file", str(empty))
+    with server.http(token) as c:
+        linux = c.get("/conda/internal/linux-64/repodata.json").json()
+        assert set(linux["packages"]) == {"tool-0.1-0.tar.bz2"}

@@ -417,3 +417,6 @@ class CondaRepodataRow(Base):
     gz_sha256: Mapped[str | None] = mapped_column(String(64))
     shards_sha256: Mapped[str | None] = mapped_column(String(64))  # CEP-16 shard index
     packages: Mapped[int] = mapped_column(Integer, default=0)
+    policy_key: Mapped[str | None] = mapped_column(
+        String(64)
+    )  # the policy state it was filtered by

@@ -50,6 +50,7 @@ from stockade.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    PolicyBlocked,
     StockadeError,
     UploadRejected,
     UpstreamError,
@@ -57,6 +58,7 @@ from stockade.errors import (
 )
 from stockade.services import conda_repo, repo
 from stockade.services.audit import AuditLog
+from stockade.services.conda_policy import CondaPolicy
 from stockade.services.conda_repo import CondaPackageInfo, RepodataState
 from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming
 from stockade.services.indexes import IndexService, check_index_name
@@ -70,9 +72,7 @@ CHANNELDATA = "channeldata.json"
 CURRENT = "current_repodata.json"
 DOCS = (rd.REPODATA, CURRENT)
 SHARD_CACHE = 64
-
-# (filename, record) → keep it; built per channel and subdir (policies, phase 3).
-KeepFactory = Callable[[IndexInfo, str], Any]
+POLICY_RECHECK = 300.0  # seconds a private document under a policy is trusted in-process
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,7 @@ class CondaService:
         self._fetches: dict[str, Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
-        self.keep_factory: KeepFactory | None = None
+        self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
 
     def clear(self) -> None:
         self._subdirs = None
@@ -300,9 +300,20 @@ class CondaService:
                 rec = rd.read_shard(blob).get(filename)
                 if rec is not None:
                     return rec
+        blocked = self.policy.blocked(ch.name, subdir, filename) if self.policy else None
+        if blocked is not None:
+            rules = [r.line() for r in blocked.blocks]
+            raise PolicyBlocked(
+                f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
+                + "; ".join(rules),
+                f"see `stockade policy show {ch.name}`; an admin can grant an exception",
+                rules,
+                False,
+            )
         raise NotFound(
             f"{subdir}/{filename} is not in the repodata of conda channel {ch.name!r}",
-            "check the name, version and build; a mirror lists what its upstream lists",
+            "check the name, version and build (a mirror lists what its upstream lists; a "
+            "channel's policy may leave files out)",
         )
 
     # -- mirror documents ----------------------------------------------------------------------
@@ -346,6 +357,12 @@ class CondaService:
                 self._store.exists(b) for b in state.blobs() if b
             )
             if age < ttl and usable:
+                key = await self._policy_key(ch, path)
+                if key != state.policy_key and state.source_sha256 and state.exists_upstream:
+                    return await self._install_mirror_doc(  # the policy changed: filter again
+                        ch, path, state, state.source_sha256, state.etag, state.last_modified,
+                        state.variant or "json", ttl - age, state.fetched_at,
+                    )  # fmt: skip
                 doc = self._doc(state)
                 return self._remember(ch, path, doc, ttl - age) if doc else None
         try:
@@ -382,6 +399,12 @@ class CondaService:
                 continue
             if got == 304:
                 assert state is not None
+                key = await self._policy_key(ch, path)
+                if key != state.policy_key and state.source_sha256:
+                    return await self._install_mirror_doc(
+                        ch, path, state, state.source_sha256, state.etag, state.last_modified,
+                        variant, ttl,
+                    )  # fmt: skip
                 async with self._sessions() as s, s.begin():
                     state = await conda_repo.put_state(
                         s, ch.index.id, path, fetched_at=repo.utcnow()
@@ -519,8 +542,13 @@ class CondaService:
         tmp = getattr(self._store, "tmp_dir", None)
         return Path(tmp) if tmp is not None else None
 
-    def _keep(self, ch: CondaChannel, subdir: str) -> Any:
-        return self.keep_factory(ch.index, subdir) if self.keep_factory is not None else None
+    async def _policy_key(self, ch: CondaChannel, path: str) -> str | None:
+        if self.policy is None or "/" not in path:  # channeldata.json is not filtered
+            return None
+        return await self.policy.key(ch.index)
+
+    async def _keep(self, ch: CondaChannel, subdir: str, data: dict[str, Any]) -> Any:
+        return await self.policy.keep(ch.index, subdir, data) if self.policy else None
 
     async def _install_mirror_doc(
         self,
@@ -532,15 +560,24 @@ class CondaService:
         last_modified: str | None,
         variant: str,
         ttl: float,
+        fetched_at: Any = None,
     ) -> ServedDoc | None:
         source = self._store.local_path(raw_sha)
         if source is None:
             raise UpstreamError("conda mirrors need a local blob store for repodata (for now)")
         subdir = path.rpartition("/")[0]
-        keep = self._keep(ch, subdir) if subdir else None
+        key = await self._policy_key(ch, path)
+        data: dict[str, Any] | None = None
+        keep = None
+        if subdir:  # parse here (once) so that the policy can see every record first
+            data = await anyio.to_thread.run_sync(
+                lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+            )
+            keep = await self._keep(ch, subdir, data)
         shas, packages, unverifiable = await anyio.to_thread.run_sync(
-            self._derive_files, source, None, path, keep
+            self._derive_files, source, data, path, keep
         )
+        del data
         if unverifiable:
             log.warning(
                 "%s of %s: %d records without sha256 are not served", path, ch.name, unverifiable
@@ -554,9 +591,10 @@ class CondaService:
                 etag=etag,
                 last_modified=last_modified,
                 variant=variant,
-                fetched_at=repo.utcnow(),
+                fetched_at=fetched_at or repo.utcnow(),
                 exists_upstream=True,
                 packages=packages,
+                policy_key=key,
                 **shas,
             )
         if state is not None:
@@ -578,14 +616,18 @@ class CondaService:
     async def _private_doc(self, ch: CondaChannel, subdir: str) -> ServedDoc:
         key = (ch.name, f"{subdir}/{rd.REPODATA}")
         cached = self._docs.get(key)
-        if cached is not None:
+        if cached is not None and cached.fresh_until > time.monotonic():
             return cached.doc
         async with self._sessions() as s:
             state = await conda_repo.get_state(s, ch.index.id, f"{subdir}/{rd.REPODATA}")
         doc = self._doc(state) if state is not None else None
-        if doc is None or not self._store.exists(doc.json):
+        pkey = await self._policy_key(ch, f"{subdir}/{rd.REPODATA}")
+        stale_policy = state is not None and state.policy_key != pkey
+        if doc is None or stale_policy or not self._store.exists(doc.json):
             doc = await self._regenerate(ch, subdir, None)
-        self._docs[key] = _Cached(doc, float("inf"))
+        # Under a policy, look again every few minutes (quarantines end; exceptions expire).
+        until = float("inf") if pkey is None else time.monotonic() + POLICY_RECHECK
+        self._docs[key] = _Cached(doc, until)
         return doc
 
     @contextlib.asynccontextmanager
@@ -614,8 +656,10 @@ class CondaService:
             current = None
             if state is not None and state.json_sha256:
                 current = self._store.local_path(state.json_sha256)
+            key = await self._policy_key(ch, path)
             data: dict[str, Any]
-            if added is not None and current is not None and current.is_file():
+            incremental = key is None and state is not None and state.policy_key is None
+            if incremental and added is not None and current is not None and current.is_file():
                 data = await anyio.to_thread.run_sync(rd.load_repodata, current)
                 rd.add_record(data, added.filename, added.record)
             else:
@@ -624,8 +668,9 @@ class CondaService:
                 data = rd.empty_repodata(subdir)
                 for p in pkgs:
                     rd.add_record(data, p.filename, p.record)
+            keep = await self._keep(ch, subdir, data)
             shas, packages, _ = await anyio.to_thread.run_sync(
-                self._derive_files, None, data, path, self._keep(ch, subdir)
+                self._derive_files, None, data, path, keep
             )
             async with self._sessions() as s, s.begin():
                 new = await conda_repo.put_state(
@@ -635,13 +680,15 @@ class CondaService:
                     fetched_at=repo.utcnow(),
                     exists_upstream=True,
                     packages=packages,
+                    policy_key=key,
                     **shas,
                 )
             if state is not None:
                 await self._drop_blobs(state.blobs() - new.blobs())
         doc = self._doc(new)
         assert doc is not None
-        self._docs[(ch.name, path)] = _Cached(doc, float("inf"))
+        until = float("inf") if key is None else time.monotonic() + POLICY_RECHECK
+        self._docs[(ch.name, path)] = _Cached(doc, until)
         self._docs.pop((ch.name, CHANNELDATA), None)
         return doc
 
@@ -654,16 +701,13 @@ class CondaService:
         parsed = parse_filename(filename)
         if parsed is None:
             raise NotFound(f"{filename!r} is not a file of conda channel {ch.name!r}")
-        if not ch.mirror:
-            async with self._sessions() as s:
-                pkg = await conda_repo.get_package(s, ch.index.id, subdir, filename)
-            if pkg is None:
-                raise NotFound(f"{subdir}/{filename} is not on conda channel {ch.name!r}")
-            if not self._store.exists(pkg.sha256):
-                raise NotFound(f"{filename} is listed but its bytes are missing from storage")
-            return StoredFile(pkg.sha256, pkg.size)
+        # Only what the served repodata lists (a policy may have left a file out: 403).
         rec = await self.record(ch, subdir, filename)
         sha = str(rec["sha256"]).lower()
+        if not ch.mirror:
+            if not self._store.exists(sha):
+                raise NotFound(f"{filename} is listed but its bytes are missing from storage")
+            return StoredFile(sha, self._store.size(sha))
         if self._store.exists(sha):
             return StoredFile(sha, self._store.size(sha))
         fetch = self._fetches.get(sha)

@@ -62,6 +62,7 @@ class RepodataState:
     fetched_at: datetime
     exists_upstream: bool
     packages: int
+    policy_key: str | None = None
 
     def blobs(self) -> set[str]:
         shas = (
@@ -106,6 +107,7 @@ def _state(row: CondaRepodataRow) -> RepodataState:
         fetched_at=aware(row.fetched_at) or utcnow(),
         exists_upstream=row.exists_upstream,
         packages=row.packages,
+        policy_key=row.policy_key,
     )
 
 

@@ -18,6 +18,7 @@ from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
+from stockade.services.conda_policy import CondaPolicy
 from stockade.services.files import FileService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
@@ -82,6 +83,7 @@ class Runtime:
         self.conda = CondaService(
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )
+        self.conda.policy = CondaPolicy(self.policies, self.vulns)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("gz_sha256", sa.String(length=64), nullable=True),
         sa.Column("shards_sha256", sa.String(length=64), nullable=True),
         sa.Column("packages", sa.Integer(), nullable=False),
+        sa.Column("policy_key", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(["index_id"], ["indexes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("index_id", "path", name="uq_conda_repodata_path"),
