@@ -25,6 +25,12 @@ class IndexKind(enum.StrEnum):
     MIRROR = "mirror"
     PRIVATE = "private"
     VIRTUAL = "virtual"
+    CONDA_MIRROR = "conda-mirror"  # a conda channel fetched through from an upstream channel
+    CONDA_PRIVATE = "conda-private"  # a hosted conda channel for uploads
+
+    @property
+    def is_conda(self) -> bool:
+        return self in (IndexKind.CONDA_MIRROR, IndexKind.CONDA_PRIVATE)
 
 
 class Scope(enum.StrEnum):

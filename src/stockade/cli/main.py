@@ -8,6 +8,7 @@ import typer
 
 from stockade import __version__
 from stockade.cli import (
+    conda_cmd,
     index_cmd,
     names_cmd,
     package_cmd,
@@ -43,6 +44,7 @@ app.command("scan")(scan_cmd.scan)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
+app.add_typer(conda_cmd.app, name="conda")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

@@ -357,3 +357,66 @@ class ProjectOwnersRow(Base):
     urls: Mapped[list[str]] = mapped_column(JSON, default=list)
     first_upload: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CondaChannelRow(Base):
+    """What a conda channel (an index of kind conda-mirror or conda-private) adds to its index."""
+
+    __tablename__ = "conda_channels"
+
+    index_id: Mapped[int] = mapped_column(
+        ForeignKey("indexes.id", ondelete="CASCADE"), primary_key=True
+    )
+    subdirs: Mapped[list[str]] = mapped_column(JSON, default=list)  # mirrors: what is mirrored
+
+
+class CondaPackageRow(Base):
+    """A conda package file a channel stores: uploaded (private) or fetched through (mirror)."""
+
+    __tablename__ = "conda_packages"
+    __table_args__ = (
+        UniqueConstraint("index_id", "subdir", "filename", name="uq_conda_packages_file"),
+        Index("ix_conda_packages_name", "index_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    subdir: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+    build: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    md5: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    record: Mapped[str] = mapped_column(Text)  # JSON: the repodata record (index.json + digests)
+    source: Mapped[str] = mapped_column(String(16))  # upload | mirror
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uploaded_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class CondaRepodataRow(Base):
+    """The current served form of one repodata document of a channel (``<subdir>/repodata.json``,
+    ``<subdir>/current_repodata.json``, ``channeldata.json``): blobs by sha256, and for mirrors
+    the upstream copy with its validators."""
+
+    __tablename__ = "conda_repodata"
+    __table_args__ = (UniqueConstraint("index_id", "path", name="uq_conda_repodata_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(128))
+    source_sha256: Mapped[str | None] = mapped_column(String(64))  # the upstream bytes
+    etag: Mapped[str | None] = mapped_column(String(512))
+    last_modified: Mapped[str | None] = mapped_column(String(128))
+    variant: Mapped[str | None] = mapped_column(String(16))  # upstream form fetched: zst | json
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exists_upstream: Mapped[bool] = mapped_column(Boolean, default=True)
+    json_sha256: Mapped[str | None] = mapped_column(String(64))
+    zst_sha256: Mapped[str | None] = mapped_column(String(64))
+    gz_sha256: Mapped[str | None] = mapped_column(String(64))
+    shards_sha256: Mapped[str | None] = mapped_column(String(64))  # CEP-16 shard index
+    packages: Mapped[int] = mapped_column(Integer, default=0)
+    policy_key: Mapped[str | None] = mapped_column(
+        String(64)
+    )  # the policy state it was filtered by

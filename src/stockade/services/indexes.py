@@ -70,6 +70,13 @@ class IndexService:
     ) -> IndexInfo:
         check_index_name(name)
         members = members or []
+        if kind.is_conda:
+            raise InvalidRequest(
+                f"conda channels are created with their subdirs: {kind.value} needs more than an "
+                "index",
+                "use `stockade conda channel create NAME --mirror URL --subdirs noarch,linux-64` "
+                "(or --private), or POST /api/v1/conda/channels",
+            )
         if kind is IndexKind.MIRROR:
             parsed = urlparse(upstream_url or "")
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -91,6 +98,11 @@ class IndexService:
                     raise NotFound(f"member index {m!r} does not exist", "create it first")
                 if m == name:
                     raise InvalidRequest("a virtual index cannot contain itself")
+                if known[m].kind.is_conda:
+                    raise InvalidRequest(
+                        f"member {m!r} is a conda channel; virtual indexes combine PyPI indexes",
+                        "list only mirror, private or virtual PyPI indexes as members",
+                    )
             if len(set(members)) != len(members):
                 raise InvalidRequest("a member is listed twice", "list each member once")
         async with self._sessions() as s, s.begin():

@@ -17,6 +17,8 @@ from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.audit import AuditLog
+from stockade.services.conda import CondaService
+from stockade.services.conda_policy import CondaPolicy
 from stockade.services.files import FileService
 from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
@@ -85,6 +87,10 @@ class Runtime:
         self.uploads = UploadService(
             self.sessions, self.store, self.pages, self.audit, self.metadata, self.threats
         )
+        self.conda = CondaService(
+            settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
+        )
+        self.conda.policy = CondaPolicy(self.policies, self.vulns)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -125,6 +131,7 @@ class Runtime:
         self.policies.clear()
         self.threats.clear()
         self.identity.clear()
+        self.conda.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
@@ -152,6 +159,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.files.close()
+        await self.conda.close()
         await self.threats.close()
         await self.identity.close()
         await self.audit.close()

@@ -120,6 +120,17 @@ async def authorized_index(
     return index, token
 
 
+def _pypi_only(index: IndexInfo) -> IndexInfo:
+    """PyPI routes serve PyPI indexes; a conda channel lives under /conda/."""
+    if index.kind.is_conda:
+        raise NotFound(
+            f"{index.name!r} is a conda channel, not a PyPI index",
+            f"conda clients use /conda/{index.name}/ (e.g. -c <server>/t/<token>/conda/"
+            f"{index.name})",
+        )
+    return index
+
+
 def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
@@ -137,6 +148,7 @@ def _etag_matches(request: Request, *etags: str) -> bool:
 
 async def simple_index(request: Request) -> Response:
     index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    _pypi_only(index)
     ctype = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if ctype is None:
         return Response("no acceptable content type\n", 406, media_type="text/plain")
@@ -156,6 +168,7 @@ async def simple_project(request: Request) -> Response:
             target += "?" + request.url.query
         return Response(status_code=301, headers={"Location": target})
     index, _ = await authorized_index(request, name, Scope.READ)
+    _pypi_only(index)
     ctype = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if ctype is None:
         return Response("no acceptable content type\n", 406, media_type="text/plain")
@@ -186,6 +199,7 @@ async def simple_project(request: Request) -> Response:
 
 async def download(request: Request) -> Response:
     index, token = await authorized_index(request, request.path_params["index"], Scope.READ)
+    _pypi_only(index)
     project = canonicalize_name(request.path_params["project"])
     filename = request.path_params["filename"]
     runtime = rt(request)
@@ -288,6 +302,7 @@ async def upload(request: Request) -> Response:
             "raise max_upload_size in stockade.toml if this file is legitimate",
         )
     index, token = await authorized_index(request, request.path_params["index"], Scope.WRITE)
+    _pypi_only(index)
     capped = Request(request.scope, _capped(request.receive, cap))
     try:
         form = await capped.form(max_files=1, max_fields=500, max_part_size=4 * 1024**2)
@@ -957,6 +972,9 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
     ]
+    from stockade.web.conda import routes as conda_routes  # it imports this module
+
+    routes.extend(conda_routes)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

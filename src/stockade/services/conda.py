@@ -1,0 +1,997 @@
+"""conda channels: mirror channels (fetch-through with TTL) and private channels (uploads).
+
+A channel is an index of kind ``conda-mirror`` or ``conda-private`` (so tokens, teams, audit and
+anonymous read work unchanged); ``conda_channels`` adds the mirrored subdirs.
+
+Served documents (``<subdir>/repodata.json`` with its ``.zst``/gzip forms and CEP-16 shards,
+``current_repodata.json``, ``channeldata.json``) are blobs in the BlobStore, named by a
+``conda_repodata`` row that is switched in one UPDATE once every blob is written: a reader sees
+the old document or the new one, never half of one.
+
+* mirror: upstream bytes are streamed into the blob store (``repodata.json.zst`` preferred,
+  decompressed while written), then parsed once in a worker thread; revalidated with
+  If-None-Match/If-Modified-Since after ``page_ttl``; served stale (flagged) when the upstream
+  fails. Package files are fetched on first request (one fetch per sha256, shared by every
+  reader), checked against size, sha256 and md5 of the record, and only then stored.
+* private: uploads are validated (``core.conda.package``), recorded, and the subdir's repodata
+  is regenerated incrementally (the current document plus the new record) under a lock that
+  spans processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import zstandard
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from stockade.core.conda import repodata as rd
+from stockade.core.conda.names import check_subdir, parse_filename, require_filename
+from stockade.core.conda.package import CondaLimits, validate_conda_package
+from stockade.core.ports import BlobStore, BlobWriter
+from stockade.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PolicyBlocked,
+    StockadeError,
+    UploadRejected,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from stockade.services import conda_repo, repo
+from stockade.services.audit import AuditLog
+from stockade.services.conda_policy import CondaPolicy
+from stockade.services.conda_repo import CondaPackageInfo, RepodataState
+from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming
+from stockade.services.indexes import IndexService, check_index_name
+from stockade.services.repo import IndexInfo
+from stockade.settings import Settings
+from stockade.types import IndexKind
+
+log = logging.getLogger("stockade.conda")
+STALE_RETRY = 30.0
+CHANNELDATA = "channeldata.json"
+CURRENT = "current_repodata.json"
+DOCS = (rd.REPODATA, CURRENT)
+SHARD_CACHE = 64
+POLICY_RECHECK = 300.0  # seconds a private document under a policy is trusted in-process
+
+
+@dataclass(frozen=True, slots=True)
+class CondaChannel:
+    index: IndexInfo
+    subdirs: tuple[str, ...]  # mirrors: the mirrored subdirs; private: those with packages
+
+    @property
+    def name(self) -> str:
+        return self.index.name
+
+    @property
+    def mirror(self) -> bool:
+        return self.index.kind is IndexKind.CONDA_MIRROR
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.index.as_dict()
+        d["subdirs"] = list(self.subdirs)
+        d["url"] = f"/conda/{self.name}/"
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ServedDoc:
+    """Blobs of one document as served now (``stale``: why it could not be revalidated)."""
+
+    json: str
+    zst: str | None
+    gz: str | None
+    shards: str | None
+    packages: int
+    stale: str | None = None
+
+
+@dataclass(slots=True)
+class _Cached:
+    doc: ServedDoc
+    fresh_until: float
+
+
+class CondaService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        store: BlobStore,
+        indexes: IndexService,
+        audit: AuditLog,
+        client: httpx.AsyncClient,
+        changed: Callable[[], None] | None = None,
+        limits: CondaLimits | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._store = store
+        self._indexes = indexes
+        self._audit = audit
+        self._client = client
+        self._changed = changed
+        self._limits = limits or CondaLimits()
+        self._subdirs: dict[int, list[str]] | None = None
+        self._docs: dict[tuple[str, str], _Cached] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Task[ServedDoc | None]] = {}
+        self._shard_indexes: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._fetches: dict[str, Fetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
+
+    def clear(self) -> None:
+        self._subdirs = None
+        self._docs.clear()
+
+    # -- channels ------------------------------------------------------------------------------
+
+    async def _subdir_map(self) -> dict[int, list[str]]:
+        if self._subdirs is None:
+            async with self._sessions() as s:
+                self._subdirs = await conda_repo.channel_subdirs(s)
+        return self._subdirs
+
+    async def as_channel(self, index: IndexInfo) -> CondaChannel:
+        if not index.kind.is_conda:
+            raise NotFound(
+                f"index {index.name!r} is a {index.kind.value} index, not a conda channel",
+                f"use /pypi/{index.name}/simple/ for it, or see `stockade conda channel list`",
+            )
+        subdirs = (await self._subdir_map()).get(index.id, [])
+        return CondaChannel(index, tuple(subdirs))
+
+    async def channel(self, name: str) -> CondaChannel:
+        index = await self._indexes.find(name)
+        if index is None:
+            raise NotFound(f"no conda channel named {name!r}", "see `stockade conda channel list`")
+        return await self.as_channel(index)
+
+    async def channels(self) -> list[CondaChannel]:
+        return [await self.as_channel(i) for i in await self._indexes.list() if i.kind.is_conda]
+
+    async def create_channel(
+        self,
+        name: str,
+        *,
+        mirror: str | None = None,
+        subdirs: list[str] | None = None,
+        private: bool = False,
+        anonymous_read: bool = False,
+        description: str | None = None,
+    ) -> CondaChannel:
+        check_index_name(name)
+        if bool(mirror) == private:
+            raise InvalidRequest(
+                "say what kind of conda channel to create",
+                "give exactly one of --mirror CHANNEL_URL (with --subdirs) or --private",
+            )
+        subdirs = [check_subdir(s) for s in subdirs or []]
+        if mirror:
+            url = mirror if mirror.endswith("/") else mirror + "/"
+            if not url.startswith(("http://", "https://")) or "://" not in url[:10]:
+                raise InvalidRequest(
+                    f"mirror upstream {mirror!r} is not an http(s) URL",
+                    "give the channel URL, e.g. https://conda.anaconda.org/conda-forge/",
+                )
+            if not subdirs:
+                raise InvalidRequest(
+                    "a mirror channel needs the subdirs to mirror", "--subdirs noarch,linux-64"
+                )
+            kind = IndexKind.CONDA_MIRROR
+        else:
+            if subdirs:
+                raise InvalidRequest(
+                    "--subdirs is for mirror channels",
+                    "a private channel serves every subdir it has packages for",
+                )
+            url = None
+            kind = IndexKind.CONDA_PRIVATE
+        async with self._sessions() as s, s.begin():
+            if await repo.get_index(s, name):
+                raise Conflict(f"index or channel {name!r} already exists", "pick another name")
+            try:
+                info = await repo.insert_index(
+                    s,
+                    name=name,
+                    kind=kind,
+                    upstream_url=url,
+                    members=[],
+                    anonymous_read=anonymous_read,
+                    description=description,
+                )
+                await conda_repo.insert_channel(s, info.id, subdirs)
+            except DBIntegrityError as exc:
+                raise Conflict(f"index or channel {name!r} already exists") from exc
+        self._indexes.clear()
+        self.clear()
+        return CondaChannel(info, tuple(subdirs))
+
+    # -- documents -----------------------------------------------------------------------------
+
+    async def repodata(self, ch: CondaChannel, subdir: str, doc: str = rd.REPODATA) -> ServedDoc:
+        """``doc`` is ``repodata.json`` or ``current_repodata.json`` of ``subdir``."""
+        check_subdir(subdir)
+        if ch.mirror:
+            if subdir not in ch.subdirs:
+                raise NotFound(
+                    f"conda channel {ch.name!r} does not mirror subdir {subdir!r}",
+                    f"it mirrors {', '.join(ch.subdirs)}; an admin can create a channel with "
+                    f"--subdirs {','.join([*ch.subdirs, subdir])}",
+                )
+            got = await self._mirror_doc(ch, f"{subdir}/{doc}")
+            if got is None and doc == CURRENT:  # upstream has none: the full one is a superset
+                got = await self._mirror_doc(ch, f"{subdir}/{rd.REPODATA}")
+            if got is None:
+                raise NotFound(f"the upstream channel of {ch.name!r} has no {subdir}/{doc}")
+            return got
+        return await self._private_doc(ch, subdir)
+
+    async def channeldata(self, ch: CondaChannel) -> ServedDoc:
+        if ch.mirror:
+            got = await self._mirror_doc(ch, CHANNELDATA)
+            if got is None:
+                raise NotFound(f"the upstream channel of {ch.name!r} has no {CHANNELDATA}")
+            return got
+        key = (ch.name, CHANNELDATA)
+        cached = self._docs.get(key)
+        if cached is not None:
+            return cached.doc
+        async with self._sessions() as s:
+            pkgs = await conda_repo.list_packages(s, ch.index.id)
+        by_subdir: dict[str, dict[str, Any]] = {}
+        for p in pkgs:
+            rd.add_record(by_subdir.setdefault(p.subdir, {}), p.filename, p.record)
+        body = orjson.dumps(rd.private_channeldata(by_subdir))
+        served = ServedDoc(self._store.put_bytes(body), None, None, None, len(pkgs))
+        self._docs[key] = _Cached(served, float("inf"))
+        return served
+
+    async def shard_allowed(self, ch: CondaChannel, subdir: str, sha: str) -> bool:
+        """Whether ``sha`` is a shard of the subdir's current shard index (nothing else is
+        served from the shard URL, so it never exposes another channel's blobs)."""
+        doc = await self.repodata(ch, subdir)
+        if doc.shards is None:
+            return False
+        return sha in (await self._shard_index(doc.shards)).values()
+
+    async def _shard_index(self, sha: str) -> dict[str, str]:
+        got = self._shard_indexes.get(sha)
+        if got is None:
+            blob = await anyio.to_thread.run_sync(self._store.read_bytes, sha)
+            got = rd.read_shard_index(blob)
+            self._shard_indexes[sha] = got
+            while len(self._shard_indexes) > SHARD_CACHE:
+                self._shard_indexes.popitem(last=False)
+        else:
+            self._shard_indexes.move_to_end(sha)
+        return got
+
+    async def record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
+        """The served repodata record of ``filename`` (looked up through its name's shard)."""
+        parsed = require_filename(filename)
+        doc = await self.repodata(ch, subdir)
+        if doc.shards is not None:
+            shard_sha = (await self._shard_index(doc.shards)).get(parsed.name)
+            if shard_sha is not None:
+                blob = await anyio.to_thread.run_sync(self._store.read_bytes, shard_sha)
+                rec = rd.read_shard(blob).get(filename)
+                if rec is not None:
+                    return rec
+        blocked = self.policy.blocked(ch.name, subdir, filename) if self.policy else None
+        if blocked is not None:
+            rules = [r.line() for r in blocked.blocks]
+            raise PolicyBlocked(
+                f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
+                + "; ".join(rules),
+                f"see `stockade policy show {ch.name}`; an admin can grant an exception",
+                rules,
+                False,
+            )
+        raise NotFound(
+            f"{subdir}/{filename} is not in the repodata of conda channel {ch.name!r}",
+            "check the name, version and build (a mirror lists what its upstream lists; a "
+            "channel's policy may leave files out)",
+        )
+
+    # -- mirror documents ----------------------------------------------------------------------
+
+    async def _mirror_doc(self, ch: CondaChannel, path: str) -> ServedDoc | None:
+        key = (ch.name, path)
+        cached = self._docs.get(key)
+        if cached is not None and cached.fresh_until > time.monotonic():
+            return cached.doc
+        task = self._refreshing.get(key)
+        if task is None:
+            task = asyncio.create_task(self._refresh(ch, path))
+            self._refreshing[key] = task
+            task.add_done_callback(lambda _t: self._refreshing.pop(key, None))
+        return await asyncio.shield(task)
+
+    def _remember(self, ch: CondaChannel, path: str, doc: ServedDoc, ttl: float) -> ServedDoc:
+        self._docs[(ch.name, path)] = _Cached(doc, time.monotonic() + ttl)
+        return doc
+
+    @staticmethod
+    def _doc(state: RepodataState, stale: str | None = None) -> ServedDoc | None:
+        if not state.json_sha256:
+            return None
+        return ServedDoc(
+            state.json_sha256,
+            state.zst_sha256,
+            state.gz_sha256,
+            state.shards_sha256,
+            state.packages,
+            stale,
+        )
+
+    async def _refresh(self, ch: CondaChannel, path: str) -> ServedDoc | None:
+        ttl = float(self._settings.page_ttl)
+        async with self._sessions() as s:
+            state = await conda_repo.get_state(s, ch.index.id, path)
+        if state is not None:
+            age = (repo.utcnow() - state.fetched_at).total_seconds()
+            usable = not state.exists_upstream or all(
+                self._store.exists(b) for b in state.blobs() if b
+            )
+            if age < ttl and usable:
+                key = await self._policy_key(ch, path)
+                if key != state.policy_key and state.source_sha256 and state.exists_upstream:
+                    return await self._install_mirror_doc(  # the policy changed: filter again
+                        ch, path, state, state.source_sha256, state.etag, state.last_modified,
+                        state.variant or "json", ttl - age, state.fetched_at,
+                    )  # fmt: skip
+                doc = self._doc(state)
+                return self._remember(ch, path, doc, ttl - age) if doc else None
+        try:
+            return await self._fetch_doc(ch, path, state, ttl)
+        except StockadeError as exc:
+            doc = self._doc(state, exc.message) if state is not None else None
+            if doc is None or not all(self._store.exists(b) for b in (doc.json, doc.zst) if b):
+                raise
+            self._audit.record(
+                "conda.stale", index=ch.name, filename=path, outcome="error", reason=exc.message
+            )
+            log.warning("serving stale %s of %s: %s", path, ch.name, exc.message)
+            return self._remember(ch, path, doc, STALE_RETRY)
+
+    async def _fetch_doc(
+        self, ch: CondaChannel, path: str, state: RepodataState | None, ttl: float
+    ) -> ServedDoc | None:
+        assert ch.index.upstream_url is not None
+        base = ch.index.upstream_url + path
+        variants = ["zst", "json"] if path.endswith(rd.REPODATA) else ["json"]
+        if state is not None and state.variant in variants:  # what worked last time, first
+            variants.remove(state.variant)
+            variants.insert(0, state.variant)
+        for variant in variants:
+            url = base + ".zst" if variant == "zst" else base
+            headers: dict[str, str] = {}
+            if state is not None and state.variant == variant and state.json_sha256:
+                if state.etag:
+                    headers["If-None-Match"] = state.etag
+                if state.last_modified:
+                    headers["If-Modified-Since"] = state.last_modified
+            got = await self._download(url, headers, decompress=variant == "zst", what=path)
+            if got == 404:
+                continue
+            if got == 304:
+                assert state is not None
+                key = await self._policy_key(ch, path)
+                if key != state.policy_key and state.source_sha256:
+                    return await self._install_mirror_doc(
+                        ch, path, state, state.source_sha256, state.etag, state.last_modified,
+                        variant, ttl,
+                    )  # fmt: skip
+                async with self._sessions() as s, s.begin():
+                    state = await conda_repo.put_state(
+                        s, ch.index.id, path, fetched_at=repo.utcnow()
+                    )
+                doc = self._doc(state)
+                return self._remember(ch, path, doc, ttl) if doc else None
+            assert isinstance(got, tuple)
+            raw_sha, etag, last_modified = got
+            return await self._install_mirror_doc(
+                ch, path, state, raw_sha, etag, last_modified, variant, ttl
+            )
+        # Not upstream in any form.
+        async with self._sessions() as s, s.begin():
+            await conda_repo.put_state(
+                s,
+                ch.index.id,
+                path,
+                fetched_at=repo.utcnow(),
+                exists_upstream=False,
+                json_sha256=None,
+                zst_sha256=None,
+                gz_sha256=None,
+                shards_sha256=None,
+                source_sha256=None,
+                etag=None,
+                last_modified=None,
+                variant=None,
+                packages=0,
+            )
+        self._docs.pop((ch.name, path), None)
+        return None
+
+    async def _download(
+        self, url: str, headers: dict[str, str], *, decompress: bool, what: str
+    ) -> int | tuple[str, str | None, str | None]:
+        """GET ``url`` into the blob store: 304, 404, or (sha256, etag, last-modified)."""
+        cap = self._settings.max_file_size
+        writer = self._store.open_writer()
+        try:
+            async with self._client.stream("GET", url, headers=headers) as resp:
+                if resp.status_code in (304, 404):
+                    writer.abort()
+                    return resp.status_code
+                if resp.status_code == 403 and decompress:
+                    writer.abort()
+                    return 404  # some hosts forbid what they do not have
+                if resp.status_code != 200:
+                    raise UpstreamUnavailable(
+                        f"upstream answered {resp.status_code} for {what} ({url})",
+                        "try again later; the upstream may be down",
+                    )
+                dobj = zstandard.ZstdDecompressor().decompressobj() if decompress else None
+                async for chunk in resp.aiter_bytes(CHUNK):
+                    data = dobj.decompress(chunk) if dobj is not None else chunk
+                    if data:
+                        writer.write(data)
+                    if writer.size > cap:
+                        raise PayloadTooLarge(
+                            f"upstream {what} is over max_file_size ({cap} bytes)",
+                            "raise max_file_size in stockade.toml",
+                        )
+                if dobj is not None and not dobj.eof:
+                    raise UpstreamError(f"upstream {what}.zst ended before its zstd frame did")
+                etag = resp.headers.get("etag")
+                last_modified = resp.headers.get("last-modified")
+            sha = writer.hexdigest()
+            if self._store.exists(sha):
+                writer.abort()
+            else:
+                writer.commit(sha)
+            return sha, etag, last_modified
+        except zstandard.ZstdError as exc:
+            writer.abort()
+            raise UpstreamError(f"upstream {what}.zst is not valid zstd: {exc}") from exc
+        except httpx.HTTPError as exc:
+            writer.abort()
+            raise UpstreamUnavailable(
+                f"cannot fetch {what} from the upstream channel: {type(exc).__name__}",
+                "check the channel's upstream URL and the network; retry later",
+            ) from exc
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _commit_file(self, path: Path) -> str:
+        """Copy a derived file into the blob store (temp file + rename); return its sha256."""
+        writer = self._store.open_writer()
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    writer.write(chunk)
+            sha = writer.hexdigest()
+            if self._store.exists(sha):
+                writer.abort()
+            else:
+                writer.commit(sha)
+            return sha
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _derive_files(
+        self,
+        source: Path | None,
+        data: dict[str, Any] | None,
+        path: str,
+        keep: Any,
+    ) -> tuple[dict[str, str | None], int, int]:
+        """In a worker thread: parse (once), derive, commit every output to the blob store."""
+        subdir, _, doc = path.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="conda-", dir=self._tmp_dir()) as tmp:
+            out = Path(tmp)
+            if doc == CHANNELDATA:
+                assert source is not None
+                rd.load_repodata(source, what=CHANNELDATA)  # a JSON object, or raise
+                derived = _plain(source, out)
+            else:
+                if data is None:
+                    assert source is not None
+                    data = rd.load_repodata(source, what=path)
+                put = self._store.put_bytes if doc == rd.REPODATA else None
+                derived = rd.derive(data, out, subdir=subdir, put_blob=put, keep=keep)
+                del data
+            shas: dict[str, str | None] = {
+                "json_sha256": self._commit_file(derived.json),
+                "zst_sha256": self._commit_file(derived.zst),
+                "gz_sha256": self._commit_file(derived.gz),
+                "shards_sha256": (
+                    self._commit_file(derived.shards_index) if derived.shards_index else None
+                ),
+            }
+            return shas, derived.packages, derived.unverifiable
+
+    def _tmp_dir(self) -> Path | None:
+        tmp = getattr(self._store, "tmp_dir", None)
+        return Path(tmp) if tmp is not None else None
+
+    async def _policy_key(self, ch: CondaChannel, path: str) -> str | None:
+        if self.policy is None or "/" not in path:  # channeldata.json is not filtered
+            return None
+        return await self.policy.key(ch.index)
+
+    async def _keep(self, ch: CondaChannel, subdir: str, data: dict[str, Any]) -> Any:
+        return await self.policy.keep(ch.index, subdir, data) if self.policy else None
+
+    async def _install_mirror_doc(
+        self,
+        ch: CondaChannel,
+        path: str,
+        state: RepodataState | None,
+        raw_sha: str,
+        etag: str | None,
+        last_modified: str | None,
+        variant: str,
+        ttl: float,
+        fetched_at: Any = None,
+    ) -> ServedDoc | None:
+        source = self._store.local_path(raw_sha)
+        if source is None:
+            raise UpstreamError("conda mirrors need a local blob store for repodata (for now)")
+        subdir = path.rpartition("/")[0]
+        key = await self._policy_key(ch, path)
+        data: dict[str, Any] | None = None
+        keep = None
+        if subdir:  # parse here (once) so that the policy can see every record first
+            data = await anyio.to_thread.run_sync(
+                lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+            )
+            keep = await self._keep(ch, subdir, data)
+        shas, packages, unverifiable = await anyio.to_thread.run_sync(
+            self._derive_files, source, data, path, keep
+        )
+        del data
+        if unverifiable:
+            log.warning(
+                "%s of %s: %d records without sha256 are not served", path, ch.name, unverifiable
+            )
+        async with self._sessions() as s, s.begin():
+            new = await conda_repo.put_state(
+                s,
+                ch.index.id,
+                path,
+                source_sha256=raw_sha,
+                etag=etag,
+                last_modified=last_modified,
+                variant=variant,
+                fetched_at=fetched_at or repo.utcnow(),
+                exists_upstream=True,
+                packages=packages,
+                policy_key=key,
+                **shas,
+            )
+        if state is not None:
+            await self._drop_blobs(state.blobs() - new.blobs())
+        doc = self._doc(new)
+        return self._remember(ch, path, doc, ttl) if doc else None
+
+    async def _drop_blobs(self, shas: set[str]) -> None:
+        """Delete blobs no conda row uses any more (another process may still stream an open
+        file; on POSIX that read completes)."""
+        for sha in shas:
+            async with self._sessions() as s:
+                if await conda_repo.blob_in_use(s, sha) or await repo.sha_in_use(s, sha):
+                    continue
+            self._store.delete(sha)
+
+    # -- private documents ---------------------------------------------------------------------
+
+    async def _private_doc(self, ch: CondaChannel, subdir: str) -> ServedDoc:
+        key = (ch.name, f"{subdir}/{rd.REPODATA}")
+        cached = self._docs.get(key)
+        if cached is not None and cached.fresh_until > time.monotonic():
+            return cached.doc
+        async with self._sessions() as s:
+            state = await conda_repo.get_state(s, ch.index.id, f"{subdir}/{rd.REPODATA}")
+        doc = self._doc(state) if state is not None else None
+        pkey = await self._policy_key(ch, f"{subdir}/{rd.REPODATA}")
+        stale_policy = state is not None and state.policy_key != pkey
+        if doc is None or stale_policy or not self._store.exists(doc.json):
+            doc = await self._regenerate(ch, subdir, None)
+        # Under a policy, look again every few minutes (quarantines end; exceptions expire).
+        until = float("inf") if pkey is None else time.monotonic() + POLICY_RECHECK
+        self._docs[key] = _Cached(doc, until)
+        return doc
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, ch: CondaChannel, subdir: str) -> Any:
+        """Writers of one subdir's repodata, across tasks and processes."""
+        lock = self._locks.setdefault((ch.index.id, subdir), asyncio.Lock())
+        async with lock:
+            self._settings.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self._settings.run_dir / f"conda-{ch.index.id}-{subdir}.lock"
+            with path.open("a") as f:
+                await anyio.to_thread.run_sync(fcntl.flock, f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    async def _regenerate(
+        self, ch: CondaChannel, subdir: str, added: CondaPackageInfo | None
+    ) -> ServedDoc:
+        """Write the subdir's repodata: the current document plus ``added`` when there is one
+        (incremental), else rebuilt from every stored record."""
+        path = f"{subdir}/{rd.REPODATA}"
+        async with self._lock(ch, subdir):
+            async with self._sessions() as s:
+                state = await conda_repo.get_state(s, ch.index.id, path)
+            current = None
+            if state is not None and state.json_sha256:
+                current = self._store.local_path(state.json_sha256)
+            key = await self._policy_key(ch, path)
+            data: dict[str, Any]
+            incremental = key is None and state is not None and state.policy_key is None
+            if incremental and added is not None and current is not None and current.is_file():
+                data = await anyio.to_thread.run_sync(rd.load_repodata, current)
+                rd.add_record(data, added.filename, added.record)
+            else:
+                async with self._sessions() as s:
+                    pkgs = await conda_repo.list_packages(s, ch.index.id, subdir)
+                data = rd.empty_repodata(subdir)
+                for p in pkgs:
+                    rd.add_record(data, p.filename, p.record)
+            keep = await self._keep(ch, subdir, data)
+            shas, packages, _ = await anyio.to_thread.run_sync(
+                self._derive_files, None, data, path, keep
+            )
+            async with self._sessions() as s, s.begin():
+                new = await conda_repo.put_state(
+                    s,
+                    ch.index.id,
+                    path,
+                    fetched_at=repo.utcnow(),
+                    exists_upstream=True,
+                    packages=packages,
+                    policy_key=key,
+                    **shas,
+                )
+            if state is not None:
+                await self._drop_blobs(state.blobs() - new.blobs())
+        doc = self._doc(new)
+        assert doc is not None
+        until = float("inf") if key is None else time.monotonic() + POLICY_RECHECK
+        self._docs[(ch.name, path)] = _Cached(doc, until)
+        self._docs.pop((ch.name, CHANNELDATA), None)
+        return doc
+
+    # -- package files -------------------------------------------------------------------------
+
+    async def open_package(
+        self, ch: CondaChannel, subdir: str, filename: str
+    ) -> StoredFile | Streaming:
+        check_subdir(subdir)
+        parsed = parse_filename(filename)
+        if parsed is None:
+            raise NotFound(f"{filename!r} is not a file of conda channel {ch.name!r}")
+        # Only what the served repodata lists (a policy may have left a file out: 403).
+        rec = await self.record(ch, subdir, filename)
+        sha = str(rec["sha256"]).lower()
+        if not ch.mirror:
+            if not self._store.exists(sha):
+                raise NotFound(f"{filename} is listed but its bytes are missing from storage")
+            return StoredFile(sha, self._store.size(sha))
+        if self._store.exists(sha):
+            return StoredFile(sha, self._store.size(sha))
+        fetch = self._fetches.get(sha)
+        if fetch is None:
+            fetch = self._start_fetch(ch, subdir, filename, rec, sha)
+        await fetch.headers_ready.wait()
+        size = fetch.expected_size
+        if fetch.done.is_set() or size is None or size <= self._settings.buffer_below:
+            await fetch.done.wait()
+            if fetch.error is not None:
+                raise fetch.error
+            return StoredFile(sha, self._store.size(sha))
+        return Streaming(fetch, size)
+
+    def _start_fetch(
+        self, ch: CondaChannel, subdir: str, filename: str, rec: dict[str, Any], sha: str
+    ) -> Fetch:
+        size = rec.get("size")
+        fetch = Fetch(self._store.open_writer(), size if isinstance(size, int) else None)
+        self._fetches[sha] = fetch
+        task = asyncio.create_task(self._run_fetch(fetch, ch, subdir, filename, rec, sha))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fetch
+
+    async def _run_fetch(
+        self,
+        fetch: Fetch,
+        ch: CondaChannel,
+        subdir: str,
+        filename: str,
+        rec: dict[str, Any],
+        sha: str,
+    ) -> None:
+        assert ch.index.upstream_url is not None
+        url = f"{ch.index.upstream_url}{subdir}/{filename}"
+        cap = self._settings.max_file_size
+        md5 = hashlib.md5(usedforsecurity=False)
+        try:
+            if fetch.expected_size is not None and fetch.expected_size > cap:
+                raise PayloadTooLarge(
+                    f"{filename} is {fetch.expected_size} bytes, over max_file_size",
+                    "raise max_file_size in stockade.toml",
+                )
+            async with self._client.stream("GET", url) as resp:
+                if resp.status_code != 200:
+                    raise UpstreamUnavailable(
+                        f"upstream answered {resp.status_code} for {subdir}/{filename}",
+                        "try again later; the upstream channel may be down",
+                    )
+                fetch.headers_ready.set()
+                async for chunk in resp.aiter_bytes(CHUNK):
+                    fetch.writer.write(chunk)
+                    md5.update(chunk)
+                    fetch.written += len(chunk)
+                    if fetch.written > cap or (
+                        fetch.expected_size is not None and fetch.written > fetch.expected_size
+                    ):
+                        raise IntegrityError(
+                            f"upstream sends more than the {fetch.expected_size} bytes the "
+                            f"repodata lists for {filename}; not served, not stored",
+                            "the upstream file or repodata was tampered with or corrupted",
+                        )
+                    fetch.notify()
+            if fetch.expected_size is not None and fetch.written != fetch.expected_size:
+                raise IntegrityError(
+                    f"upstream sent {fetch.written} of {fetch.expected_size} bytes for {filename}",
+                    "the upstream connection broke, or the file changed; retry",
+                )
+            got_sha, got_md5 = fetch.writer.hexdigest(), md5.hexdigest()
+            want_md5 = rec.get("md5")
+            if got_sha != sha or (isinstance(want_md5, str) and want_md5.lower() != got_md5):
+                self._audit.record(
+                    "integrity.mismatch",
+                    index=ch.name,
+                    project=str(rec.get("name")),
+                    filename=f"{subdir}/{filename}",
+                    outcome="blocked",
+                    expected=sha,
+                    got=got_sha,
+                    expected_md5=want_md5,
+                    got_md5=got_md5,
+                    url=url,
+                )
+                raise IntegrityError(
+                    f"{filename} from the upstream channel hashes to sha256 {got_sha[:16]}… / "
+                    f"md5 {got_md5[:12]}…, but its repodata record says {sha[:16]}… / "
+                    f"{str(want_md5)[:12]}…; not served, not stored",
+                    "the upstream file or repodata was tampered with or corrupted; alert security",
+                )
+            fetch.writer.commit(sha)
+            await self._record_mirrored(ch, subdir, filename, rec, sha, got_md5, fetch.written)
+        except StockadeError as exc:
+            fetch.error = exc
+            fetch.writer.abort()
+        except httpx.HTTPError as exc:
+            fetch.error = UpstreamUnavailable(
+                f"download of {filename} from the upstream channel failed: {type(exc).__name__}",
+                "retry; nothing was stored",
+            )
+            fetch.writer.abort()
+        except Exception as exc:  # never leave readers waiting forever
+            log.exception("fetch of %s failed", filename)
+            fetch.error = UpstreamError(f"download of {filename} failed: {exc}")
+            fetch.writer.abort()
+        finally:
+            self._fetches.pop(sha, None)
+            fetch.headers_ready.set()
+            fetch.done.set()
+            fetch.notify()
+
+    async def _record_mirrored(
+        self,
+        ch: CondaChannel,
+        subdir: str,
+        filename: str,
+        rec: dict[str, Any],
+        sha: str,
+        md5: str,
+        size: int,
+    ) -> None:
+        parsed = require_filename(filename)
+        try:
+            async with self._sessions() as s, s.begin():
+                if await conda_repo.get_package(s, ch.index.id, subdir, filename) is None:
+                    await conda_repo.insert_package(
+                        s,
+                        index_id=ch.index.id,
+                        subdir=subdir,
+                        filename=filename,
+                        name=parsed.name,
+                        version=parsed.version,
+                        build=parsed.build,
+                        sha256=sha,
+                        md5=md5,
+                        size=size,
+                        record=rec,
+                        source="mirror",
+                        uploaded_by=None,
+                    )
+        except DBIntegrityError:
+            pass  # another process recorded it first
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        ch: CondaChannel,
+        filename: str,
+        writer: BlobWriter,
+        *,
+        md5: str,
+        actor: str | None,
+        subdir: str | None = None,
+    ) -> CondaPackageInfo:
+        """Validate the package held in ``writer`` and publish it; the writer is always
+        finished (committed or aborted)."""
+        try:
+            if ch.mirror:
+                raise InvalidRequest(
+                    f"conda channel {ch.name!r} is a mirror; uploads go to private channels",
+                    "create one with `stockade conda channel create NAME --private`",
+                )
+            require_filename(filename)
+            if writer.size == 0:
+                raise UploadRejected(f"{filename}: the uploaded file is empty")
+            if writer.size > self._settings.max_upload_size:
+                raise PayloadTooLarge(
+                    f"{filename} is over max_upload_size ({self._settings.max_upload_size} bytes)",
+                    "raise max_upload_size in stockade.toml if this file is legitimate",
+                )
+            meta = await anyio.to_thread.run_sync(
+                lambda: validate_conda_package(
+                    writer.path, filename, expected_subdir=subdir, limits=self._limits
+                )
+            )
+            sha = writer.hexdigest()
+            record = dict(meta.index)
+            record.update(sha256=sha, md5=md5, size=writer.size)
+            record.setdefault("timestamp", int(time.time() * 1000))
+            stored = False
+            try:
+                async with self._sessions() as s, s.begin():
+                    try:
+                        info = await conda_repo.insert_package(
+                            s,
+                            index_id=ch.index.id,
+                            subdir=meta.subdir,
+                            filename=filename,
+                            name=meta.name,
+                            version=meta.version,
+                            build=meta.build,
+                            sha256=sha,
+                            md5=md5,
+                            size=writer.size,
+                            record=record,
+                            source="upload",
+                            uploaded_by=actor,
+                        )
+                    except DBIntegrityError as exc:
+                        raise self._exists(ch, meta.subdir, filename) from exc
+                    if not self._store.exists(sha):
+                        writer.commit(sha)
+                        stored = True
+            except DBIntegrityError as exc:  # lost a race at commit time (PostgreSQL)
+                if stored:
+                    await self._drop_blobs({sha})
+                raise self._exists(ch, meta.subdir, filename) from exc
+            except BaseException:
+                if stored:
+                    await self._drop_blobs({sha})
+                raise
+        finally:
+            writer.abort()  # no-op once committed
+        await self._regenerate(ch, meta.subdir, info)
+        self._audit.record(
+            "upload",
+            actor=actor,
+            index=ch.name,
+            project=meta.name,
+            filename=f"{meta.subdir}/{filename}",
+            sha256=sha,
+            size=info.size,
+            version=meta.version,
+        )
+        if self._changed is not None:
+            self._changed()  # other processes drop their cached documents of this channel
+        return info
+
+    async def upload_path(
+        self, ch: CondaChannel, path: Path, *, actor: str | None, subdir: str | None = None
+    ) -> CondaPackageInfo:
+        """Upload a local file (the CLI)."""
+        writer = self._store.open_writer()
+        md5 = hashlib.md5(usedforsecurity=False)
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    writer.write(chunk)
+                    md5.update(chunk)
+                    if writer.size > self._settings.max_upload_size:
+                        break
+        except BaseException:
+            writer.abort()
+            raise
+        return await self.upload(
+            ch, path.name, writer, md5=md5.hexdigest(), actor=actor, subdir=subdir
+        )
+
+    @staticmethod
+    def _exists(ch: CondaChannel, subdir: str, filename: str) -> Conflict:
+        return Conflict(
+            f"{subdir}/{filename} already exists on conda channel {ch.name!r}; files are immutable",
+            "bump the build number (or version) and upload the new build",
+        )
+
+    async def packages(
+        self, ch: CondaChannel, subdir: str | None = None, name: str | None = None
+    ) -> list[CondaPackageInfo]:
+        async with self._sessions() as s:
+            return await conda_repo.list_packages(s, ch.index.id, subdir, name)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+def _plain(source: Path, out: Path) -> rd.DerivedRepodata:
+    """channeldata.json as fetched (validated as a JSON object), with .zst and gzip forms."""
+    import gzip
+    import shutil
+
+    json_path = out / CHANNELDATA
+    shutil.copyfile(source, json_path)
+    zst = out / (CHANNELDATA + ".zst")
+    with json_path.open("rb") as src, zst.open("wb") as dst:
+        zstandard.ZstdCompressor(level=rd.ZST_LEVEL).copy_stream(src, dst)
+    gz = out / (CHANNELDATA + ".gz")
+    with json_path.open("rb") as src, gzip.GzipFile(gz, "wb", 6, mtime=0) as gdst:
+        shutil.copyfileobj(src, gdst, 1024 * 1024)
+    return rd.DerivedRepodata(json_path, zst, gz, None, 0, 0, 0)
+
+
+__all__ = ["CondaChannel", "CondaService", "ServedDoc"]

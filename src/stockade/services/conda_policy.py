@@ -1,0 +1,150 @@
+"""Policies on conda channels (issue 7, phase 3): facts for conda repodata records, decided by
+the same :func:`stockade.core.policy.model.evaluate` as PyPI files.
+
+A channel's policy is the policy of its index (``stockade policy set CHANNEL --file …``). When
+``CondaService`` derives a subdir's repodata it asks :meth:`CondaPolicy.keep` for a filter: the
+records of the document are looked up in the vulnerability database at once (ecosystem
+``conda``, which also checks the PyPI project a conda package ships, through the name mapping),
+then every record is evaluated while the output is written; a blocked record is left out of
+repodata.json, its ``.zst``/gzip forms and the shards, so solvers never choose it, and a download
+of it is refused (403, with the rules) by the process that derived the document.
+
+Facts: ``name`` (the conda name), ``version``, ``filename``, ``kind`` (as the policy model
+decides it from the file name), ``size``, ``upload_time`` (the record's ``timestamp``),
+``license`` (the record's ``license`` when it is an SPDX expression; ``license_known`` is true:
+the record is all there is), ``vulns``, ``findings`` (known-malicious ``MAL-`` records),
+``approved`` and exceptions (matched by name and version as for PyPI).
+
+Not wired (yet): threat-scanner verdicts (conda files are not scanned), typosquat checks of
+conda names, ``yanked`` (conda has no yanking; the ``removed`` list is not a fact), the
+``blocked_files = "yanked"`` presentation (a blocked record is always hidden: repodata has no
+place for a reason), and access requests for allow-list refusals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from stockade.core.conda.repodata import RECORD_KEYS, Keep
+from stockade.core.policy.licenses import normalize_expression
+from stockade.core.policy.model import Decision, FileFacts, FindingFact, VulnFact, evaluate
+from stockade.services.policies import MALICIOUS_PREFIX, PolicyService
+from stockade.services.repo import IndexInfo, utcnow
+from stockade.services.vulndb import VulnDB
+
+MAX_BLOCKED = 100_000  # decisions remembered per channel subdir (for 403 reasons)
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, int | float) or value <= 0:
+        return None
+    seconds = value / 1000 if value > 1e11 else value  # conda records use ms (old ones s)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _license(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return normalize_expression(value.strip())
+    except Exception:  # not an SPDX expression: unknown to the licence rule
+        return None
+
+
+class CondaPolicy:
+    def __init__(self, policies: PolicyService, vulns: VulnDB) -> None:
+        self._policies = policies
+        self._vulns = vulns
+        self._blocked: dict[tuple[str, str], dict[str, Decision]] = {}
+
+    async def key(self, index: IndexInfo) -> str | None:
+        """Identifies the policy state a document was filtered with (None: no policy). Time-based
+        rules add the hour, so quarantines end within an hour of their time."""
+        policy = await self._policies.current(index.name)
+        if policy is None:
+            return None
+        versions = await self._policies.history(index.name)
+        parts = [index.name, str(versions[-1].version if versions else 0)]
+        parts += [f"e{e.id}" for e in await self._policies.exceptions(index.name, True)]
+        parts += [
+            f"a{a.id}" for a in await self._policies.approvals(index.name) if a.revoked_at is None
+        ]
+        if policy.time_based:
+            parts.append(utcnow().strftime("%Y%m%d%H"))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def blocked(self, index: str, subdir: str, filename: str) -> Decision | None:
+        return self._blocked.get((index, subdir), {}).get(filename)
+
+    async def keep(self, index: IndexInfo, subdir: str, data: dict[str, Any]) -> Keep | None:
+        """A filter for the records of ``data`` (None: no policy, keep everything)."""
+        policy = await self._policies.current(index.name)
+        if policy is None:
+            self._blocked.pop((index.name, subdir), None)
+            return None
+        pins: set[tuple[str, str]] = set()
+        for key in RECORD_KEYS:
+            for rec in (data.get(key) or {}).values():
+                if isinstance(rec, dict):
+                    pins.add((str(rec.get("name", "")), str(rec.get("version", ""))))
+        found = await self._vulns.query_many(("conda", n, v) for n, v in sorted(pins))
+        vulns: dict[tuple[str, str], tuple[VulnFact, ...]] = {}
+        malicious: dict[tuple[str, str], tuple[FindingFact, ...]] = {}
+        for n, v in pins:
+            hits = found.get(("conda", n.lower(), v)) or found.get(("conda", n, v)) or []
+            vulns[(n, v)] = tuple(
+                VulnFact(f.id, f.severity, f.score, f.status, f.fixed_versions, f.published)
+                for f in hits
+                if not f.id.startswith(MALICIOUS_PREFIX)
+            )
+            malicious[(n, v)] = tuple(
+                FindingFact("known-malicious-feed", "critical", "malicious", f"{f.id}")
+                for f in hits
+                if f.id.startswith(MALICIOUS_PREFIX) and f.status == "affected"
+            )
+        exceptions = await self._policies.exceptions(index.name, True)
+        approvals = [a for a in await self._policies.approvals(index.name) if a.revoked_at is None]
+        now = utcnow()
+        memo: dict[tuple[Any, ...], str | None] = {}
+        blocked: dict[str, Decision] = {}
+        self._blocked[(index.name, subdir)] = blocked
+
+        def covers(item: Any, name: str, version: str) -> bool:
+            try:
+                return bool(item.covers(name, version))
+            except ValueError:  # a conda version PEP 440 cannot read: match by name only
+                return bool(item.covers(name, None))
+
+        def keep(filename: str, rec: dict[str, Any]) -> bool:
+            name, version = str(rec.get("name", "")), str(rec.get("version", ""))
+            license_expr = _license(rec.get("license"))
+            size = rec.get("size")
+            facts = FileFacts(
+                project=name,
+                version=version,
+                filename=filename,
+                upload_time=_time(rec.get("timestamp")),
+                vulns=vulns.get((name, version), ()),
+                size=size if isinstance(size, int) else None,
+                license=license_expr,
+                license_known=True,
+                findings=malicious.get((name, version), ()),
+                index=index.name,
+                approved=any(covers(a, name, version) for a in approvals),
+            )
+            decision = evaluate(policy, facts, now, memo)
+            if decision.allowed:
+                return True
+            exc = next((e for e in exceptions if covers(e, name, version)), None)
+            if exc is not None:
+                return True
+            if len(blocked) < MAX_BLOCKED:
+                blocked[filename] = decision
+            return False
+
+        return keep

@@ -1,0 +1,270 @@
+"""conda channel routes: ``/conda/<channel>/…`` (repodata, CEP-16 shards, packages) and
+``/api/v1/conda/…`` (channels, uploads). Authorization is the indexes' (a channel is an index)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from stockade.core import auth
+from stockade.core.conda import repodata as rd
+from stockade.core.conda.names import check_subdir, parse_subdirs
+from stockade.errors import InvalidRequest, NotFound, PayloadTooLarge, StockadeError
+from stockade.services import repo
+from stockade.services.conda import CHANNELDATA, CURRENT, CondaChannel, ServedDoc
+from stockade.services.files import StoredFile, Streaming
+from stockade.types import Scope
+from stockade.web.app import (
+    _accepts_gzip,
+    _admin,
+    _body,
+    _capped,
+    _etag_matches,
+    _json,
+    authorized_index,
+    identify,
+    rt,
+)
+from stockade.web.identity import client_addr
+
+JSON = "application/json"
+OCTET = "application/octet-stream"
+
+
+async def _channel(request: Request, needed: Scope) -> tuple[CondaChannel, str | None]:
+    index, token = await authorized_index(request, request.path_params["channel"], needed)
+    return await rt(request).conda.as_channel(index), token.id if token else None
+
+
+def _blob(request: Request, sha: str, media: str, headers: dict[str, str]) -> Response:
+    store = rt(request).store
+    path = store.local_path(sha)
+    if path is not None:
+        return FileResponse(path, media_type=media, headers=headers, stat_result=None)
+    return StreamingResponse(store.stream(sha), media_type=media, headers=headers)
+
+
+def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
+    """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index)."""
+    headers = {"Cache-Control": "private, max-age=60", "Vary": "Accept-Encoding"}
+    if doc.stale:
+        headers["Warning"] = '110 - "Response is Stale"'
+        headers["X-Stockade-Stale"] = doc.stale.encode("ascii", "replace").decode()[:200]
+    if form == "json":
+        sha, media = doc.json, JSON
+        etag = f'"{sha[:32]}"'
+        gz_tag = f'"{sha[:32]}-gz"'
+        if _etag_matches(request, etag, gz_tag):
+            return Response(status_code=304, headers={**headers, "ETag": etag})
+        if doc.gz is not None and _accepts_gzip(request):
+            headers.update({"ETag": gz_tag, "Content-Encoding": "gzip"})
+            return _blob(request, doc.gz, media, headers)
+        headers["ETag"] = etag
+        return _blob(request, sha, media, headers)
+    sha_opt = doc.zst if form == "zst" else doc.shards
+    if sha_opt is None:
+        raise NotFound("this channel serves no such file", "fetch repodata.json instead")
+    etag = f'"{sha_opt[:32]}"'
+    headers["ETag"] = etag
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    return _blob(request, sha_opt, OCTET, headers)
+
+
+async def channeldata(request: Request) -> Response:
+    ch, _ = await _channel(request, Scope.READ)
+    return _serve(request, await rt(request).conda.channeldata(ch), "json")
+
+
+async def subdir_file(request: Request) -> Response:
+    ch, actor = await _channel(request, Scope.READ)
+    subdir = request.path_params["subdir"]
+    filename = request.path_params["filename"]
+    conda = rt(request).conda
+    if filename in (rd.REPODATA, CURRENT):
+        return _serve(request, await conda.repodata(ch, subdir, filename), "json")
+    if filename == rd.REPODATA + ".zst":
+        return _serve(request, await conda.repodata(ch, subdir), "zst")
+    if filename == rd.SHARDS_INDEX:
+        return _serve(request, await conda.repodata(ch, subdir), "shards")
+    if filename.startswith(("repodata", "current_repodata")):
+        raise NotFound(
+            f"{subdir}/{filename} is not offered",
+            "Stockade serves repodata.json (gzip), repodata.json.zst and CEP-16 shards",
+        )
+    return await _package(request, ch, actor, subdir, filename)
+
+
+async def _package(
+    request: Request, ch: CondaChannel, actor: str | None, subdir: str, filename: str
+) -> Response:
+    runtime = rt(request)
+    detail: dict[str, Any] = {"client": client_addr(request)}
+    try:
+        got = await runtime.conda.open_package(ch, subdir, filename)
+    except StockadeError as exc:
+        runtime.audit.record(
+            "download",
+            actor=actor,
+            index=ch.name,
+            filename=f"{subdir}/{filename}",
+            outcome="error",
+            reason=exc.message,
+            **detail,
+        )
+        raise
+    runtime.audit.record(
+        "download", actor=actor, index=ch.name, filename=f"{subdir}/{filename}", **detail
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if isinstance(got, StoredFile):
+        headers["ETag"] = f'"{got.sha256}"'
+        headers["Cache-Control"] = "private, max-age=31536000, immutable"
+        return _blob(request, got.sha256, OCTET, headers)
+    assert isinstance(got, Streaming)
+    headers["Content-Length"] = str(got.size)
+    return StreamingResponse(got.fetch.open_reader(), headers=headers, media_type=OCTET)
+
+
+async def shard(request: Request) -> Response:
+    ch, _ = await _channel(request, Scope.READ)
+    subdir = check_subdir(request.path_params["subdir"])
+    name = request.path_params["shard"]
+    sha = name.removesuffix(".msgpack.zst").lower()
+    if not name.endswith(".msgpack.zst") or not await rt(request).conda.shard_allowed(
+        ch, subdir, sha
+    ):
+        raise NotFound(
+            f"{subdir}/shards/{name} is not a current shard of conda channel {ch.name!r}",
+            "fetch repodata_shards.msgpack.zst again: shards change as packages are published",
+        )
+    headers = {"ETag": f'"{sha}"', "Cache-Control": "private, max-age=31536000, immutable"}
+    if _etag_matches(request, f'"{sha}"'):
+        return Response(status_code=304, headers=headers)
+    return _blob(request, sha, OCTET, headers)
+
+
+# -- API ---------------------------------------------------------------------------------------
+
+
+async def api_channels(request: Request) -> Response:
+    conda = rt(request).conda
+    if request.method == "GET":
+        token = await identify(request)
+        now = repo.utcnow()
+        auth.authorize_any(token, needed=Scope.READ, now=now)
+        items = [
+            c.as_dict()
+            for c in await conda.channels()
+            if auth.permits(token, index=c.name, needed=Scope.READ, now=now)
+        ]
+        return _json(items)
+    token = await _admin(request)
+    data = await _body(request)
+    kind = str(data.get("kind", ""))
+    if kind not in ("mirror", "private"):
+        raise InvalidRequest(
+            f"unknown conda channel kind {data.get('kind')!r}", 'use "mirror" or "private"'
+        )
+    raw_subdirs = data.get("subdirs") or []
+    if isinstance(raw_subdirs, str):
+        raw_subdirs = [raw_subdirs]
+    if not isinstance(raw_subdirs, list):
+        raise InvalidRequest('"subdirs" must be a list', '["noarch", "linux-64"]')
+    subdirs = parse_subdirs(",".join(str(s) for s in raw_subdirs)) if raw_subdirs else []
+    ch = await conda.create_channel(
+        str(data.get("name", "")),
+        mirror=data.get("upstream") if kind == "mirror" else None,
+        subdirs=subdirs,
+        private=kind == "private",
+        anonymous_read=bool(data.get("anonymous_read", False)),
+        description=data.get("description"),
+    )
+    kind_value = ch.index.kind.value
+    rt(request).audit.record("index.create", actor=token.id, index=ch.name, kind=kind_value)
+    rt(request).changed()
+    return _json(ch.as_dict(), 201)
+
+
+async def api_packages(request: Request) -> Response:
+    """GET the packages a channel stores (?subdir=&name=); POST a package (multipart ``file``,
+    optional ``subdir`` field that must agree with the package's info/index.json)."""
+    runtime = rt(request)
+    if request.method == "GET":
+        ch, _ = await _channel(request, Scope.READ)
+        subdir = request.query_params.get("subdir")
+        items = await runtime.conda.packages(ch, subdir, request.query_params.get("name"))
+        return _json([p.as_dict() for p in items])
+    cap = runtime.settings.max_upload_size
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(
+            f"upload of {declared} bytes exceeds max_upload_size ({cap} bytes)",
+            "raise max_upload_size in stockade.toml if this file is legitimate",
+        )
+    ch, actor = await _channel(request, Scope.WRITE)
+    capped = Request(request.scope, _capped(request.receive, cap))
+    try:
+        form = await capped.form(max_files=1, max_fields=10, max_part_size=1024**2)
+    except (MultiPartException, ClientDisconnect, HTTPException) as exc:
+        raise InvalidRequest(
+            f"the upload body is not a valid multipart form: {exc}",
+            "send the package as multipart field 'file' (curl -F file=@pkg.conda)",
+        ) from exc
+    try:
+        content = form.get("file")
+        if not isinstance(content, UploadFile) or not content.filename:
+            raise InvalidRequest(
+                "the form has no complete 'file' part (was the body cut short?)",
+                "send the package as multipart field 'file' (curl -F file=@pkg.conda)",
+            )
+        want = form.get("subdir")
+        filename = content.filename.rsplit("/", 1)[-1]
+        writer = runtime.store.open_writer()
+        md5 = hashlib.md5(usedforsecurity=False)
+        try:
+            while chunk := await content.read(256 * 1024):
+                writer.write(chunk)
+                md5.update(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            info = await runtime.conda.upload(
+                ch,
+                filename,
+                writer,
+                md5=md5.hexdigest(),
+                actor=actor,
+                subdir=want if isinstance(want, str) and want else None,
+            )
+        except StockadeError as exc:
+            runtime.audit.record(
+                "upload",
+                actor=actor,
+                index=ch.name,
+                filename=filename,
+                outcome="rejected",
+                client=client_addr(request),
+                reason=exc.message,
+            )
+            raise
+    finally:
+        await form.close()
+    return _json(info.as_dict(), 201)
+
+
+routes = [
+    Route("/conda/{channel}/" + CHANNELDATA, channeldata),
+    Route("/conda/{channel}/{subdir}/shards/{shard}", shard),
+    Route("/conda/{channel}/{subdir}/{filename}", subdir_file),
+    Route("/api/v1/conda/channels", api_channels, methods=["GET", "POST"]),
+    Route("/api/v1/conda/{channel}/packages", api_packages, methods=["GET", "POST"]),
+]
