@@ -8,6 +8,7 @@ import typer
 
 from stockade import __version__
 from stockade.cli import (
+    audit_cmd,
     conda_cmd,
     index_cmd,
     names_cmd,
@@ -35,7 +36,7 @@ app.add_typer(token_cmd.app, name="token")
 app.add_typer(team_cmd.app, name="team")
 app.add_typer(package_cmd.app, name="package")
 app.add_typer(server_cmd.db_app, name="db")
-app.add_typer(server_cmd.audit_app, name="audit")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("init")(server_cmd.init)
 app.command("serve")(server_cmd.serve)
 app.add_typer(vuln_cmd.db_app, name="vulndb")

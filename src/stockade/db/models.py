@@ -129,6 +129,7 @@ class AuditRow(Base):
     __table_args__ = (
         Index("ix_audit_at", "at"),
         Index("ix_audit_actor", "actor"),
+        Index("ix_audit_seq", "seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -141,6 +142,34 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
     client: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    # The hash chain (core/auditchain.py): position, previous event's hash, this event's hash.
+    seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainRow(Base):
+    """The head of the audit hash chain (one row, id 1): writers lock it, append after it."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditCheckpointRow(Base):
+    """A signature by the server's audit key over the chain's hash at ``seq``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(256))
 
 
 class AdvisoryRow(Base):

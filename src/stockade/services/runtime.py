@@ -44,7 +44,7 @@ class Runtime:
         self.store = open_store(settings.storage_url)
         self.invalidation = FileInvalidation(settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
-        self.audit = AuditLog(self.sessions)
+        self.audit = AuditLog(self.sessions, key_path=settings.home / "keys" / "audit-ed25519.pem")
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)

@@ -562,19 +562,62 @@ async def api_file(request: Request) -> Response:
 
 
 async def api_audit(request: Request) -> Response:
+    """Audit events, newest first: ?limit=&since=&until=&actor=&team=&index=&project=&action=&
+    outcome= (since/until: a duration back such as 7d, or an ISO date)."""
+    from stockade.core.auth import parse_when as when
+    from stockade.services.audit import query_events
+
     await _admin(request)
     runtime = rt(request)
     await runtime.audit.flush()
     q = request.query_params
-    async with runtime.sessions() as s:
-        events = await repo.list_audit(
-            s,
-            limit=min(int(q.get("limit", "100")), 10_000),
+    try:
+        limit = min(int(q.get("limit", "100")), 10_000)
+    except ValueError:
+        raise InvalidRequest("limit must be a number", "?limit=100") from None
+    actors: set[str] | None = None
+    if q.get("team"):
+        await runtime.teams.show(q["team"])
+        actors = {t.info.id for t in await runtime.tokens.list(team=q["team"])}
+    if q.get("actor"):
+        actors = {q["actor"]} if actors is None else actors & {q["actor"]}
+    events = [
+        e
+        async for e in query_events(
+            runtime.sessions,
+            since=when(q.get("since"), "since"),
+            until=when(q.get("until"), "until"),
+            actors=actors,
+            index=q.get("index"),
+            project=q.get("project"),
             action=q.get("action"),
-            actor=q.get("actor"),
-            index_name=q.get("index"),
+            outcome=q.get("outcome"),
+            limit=limit,
+            newest_first=True,
         )
+    ]
     return _json(events)
+
+
+async def api_audit_verify(request: Request) -> Response:
+    """The audit hash chain and checkpoints checked now: {"ok", "first_break", …}."""
+    await _admin(request)
+    runtime = rt(request)
+    await runtime.audit.flush()
+    return _json((await runtime.audit.verify()).as_dict())
+
+
+async def api_vuln_downloads(request: Request) -> Response:
+    """Who downloaded versions an advisory affects (vulnerability response)."""
+    from stockade.services.response import affected_downloads
+
+    await _admin(request)
+    runtime = rt(request)
+    await runtime.audit.flush()
+    found = await affected_downloads(
+        runtime.sessions, runtime.vulns, runtime.tokens, request.path_params["ident"]
+    )
+    return _json(found)
 
 
 async def _reader(request: Request) -> TokenInfo:
@@ -966,9 +1009,11 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/scans/{sha256}", api_scan_report),
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
+        Route("/api/v1/audit/verify", api_audit_verify),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),
         Route("/api/v1/vulns/{ident}", api_vuln),
+        Route("/api/v1/vulns/{ident}/downloads", api_vuln_downloads),
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
     ]
