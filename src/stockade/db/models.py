@@ -449,3 +449,31 @@ class CondaRepodataRow(Base):
     policy_key: Mapped[str | None] = mapped_column(
         String(64)
     )  # the policy state it was filtered by
+
+
+class ConsoleUserRow(Base):
+    """An account of the web console (``/ui/``): ``admin`` may change things, ``viewer`` may
+    only look. The password is stored as a salted scrypt hash (``services/console.py``)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # admin | viewer
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ConsoleSessionRow(Base):
+    """A console login: the cookie carries a random secret, the row its sha256 (a leaked
+    database does not yield live sessions), the CSRF token and the expiry."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_user", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the secret
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_users.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -19,6 +19,7 @@ from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
+from stockade.services.console import SESSION_TTL, ConsoleService
 from stockade.services.files import FileService
 from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
@@ -91,6 +92,11 @@ class Runtime:
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
+        self.console = ConsoleService(
+            self.sessions,
+            self.audit,
+            ttl=int(settings.extra.get("console_session_ttl", SESSION_TTL)),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:

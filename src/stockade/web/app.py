@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive
 
 from stockade import __version__
@@ -51,6 +51,7 @@ from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
+from stockade.web.metrics import Metrics, RequestMetrics
 
 log = logging.getLogger("stockade.web")
 GZIP_MIN = 1024
@@ -214,6 +215,7 @@ async def download(request: Request) -> Response:
     try:
         result = await runtime.files.open(index, project, filename)
     except PolicyBlocked as exc:
+        request.app.state.metrics.blocked(exc.rules)
         runtime.audit.record(
             "download",
             actor=actor,
@@ -935,15 +937,19 @@ async def health(request: Request) -> Response:
 
 def create_app(settings: Settings) -> Any:
     holder: list[Runtime] = []
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
+        metrics.runtime = runtime
+        metrics.instrument(runtime.http)
         holder.append(runtime)
         runtime.start()
         try:
-            yield
+            async with metrics.syncing():
+                yield
         finally:
             holder.clear()
             await runtime.close()
@@ -952,7 +958,7 @@ def create_app(settings: Settings) -> Any:
         assert isinstance(exc, StockadeError)
         return error_response(exc, json=request.url.path.startswith("/api/"))
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", root),
         Route("/health", health),
         Route("/pypi/{index}/simple/", simple_index),
@@ -1017,15 +1023,21 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
     ]
+    from stockade.web import console, ops
     from stockade.web.conda import routes as conda_routes  # it imports this module
 
     routes.extend(conda_routes)
+    routes.extend(ops.routes)  # /-/healthz, /-/readyz, /-/metrics
+    routes.extend(console.mount())  # the web console at /ui/
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={StockadeError: on_error},
     )
-    return TokenPrefixMiddleware(FastPages(app, holder))
+    app.state.metrics = metrics
+    fast = FastPages(RequestMetrics(app, metrics), holder)
+    metrics.fast = fast
+    return TokenPrefixMiddleware(fast)
 
 
 __all__ = ["NotFound", "create_app"]

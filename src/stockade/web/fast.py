@@ -36,6 +36,10 @@ class FastPages:
         self._runtime = runtime  # filled by the lifespan
         self._accept: dict[bytes, str | None] = {}
         self._basic: dict[bytes, str | None] = {}
+        # Plain counters for /-/metrics (web/metrics.py folds them in when scraped).
+        self.page_requests = 0  # requests shaped like a project page
+        self.served = 0  # answered here with 200
+        self.not_modified = 0  # answered here with 304
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._runtime or not await self._try(scope, send):
@@ -72,6 +76,7 @@ class FastPages:
         # ['', 'pypi', index, 'simple', project, '']
         if len(parts) != 6 or parts[1] != "pypi" or parts[3] != "simple" or parts[5] != "":
             return False
+        self.page_requests += 1
         index_name, project = parts[2], parts[4]
         runtime = self._runtime[0]
         runtime.check_invalidation()
@@ -135,6 +140,7 @@ class FastPages:
                 headers.append((b"etag", rendered.etag.encode()))
                 await send({"type": "http.response.start", "status": 304, "headers": headers})
                 await send({"type": "http.response.body", "body": b""})
+                self.not_modified += 1
                 return True
         body = rendered.body
         if gzip_ok and len(body) >= GZIP_MIN:
@@ -148,4 +154,5 @@ class FastPages:
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
+        self.served += 1
         return True
