@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +265,36 @@ def test_audit_affected_answers_who_downloaded_the_vulnerable_version(
             }
         )
     )
-    srv.cli("vulndb", "import", str(feed))
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        with (srv.home / "stockade.toml").open("a") as f:
+            f.write(f'\n[alert_team_webhooks]\nci = "http://127.0.0.1:{hook.server_port}/hook"\n')
+        imported = json.loads(srv.cli("vulndb", "import", str(feed), "--json").stdout)
+    finally:
+        hook.shutdown()
+    # the new advisory affects a version team ci downloaded: one alert, to ci's webhook
+    assert [(a["advisory"], a["team"], a["outcome"]) for a in imported["alerts"]] == [
+        ("TEST-B", "ci", "ok")
+    ]
+    assert [(r["advisory"], r["team"]) for r in received] == [("TEST-B", "ci")]
+    assert received[0]["downloads"][0]["version"] == "1.1"
+    again = json.loads(srv.cli("vulndb", "import", str(feed), "--json").stdout)
+    assert again["alerts"] == []  # unchanged advisory, nothing new to say
+    raised = json.loads(srv.cli("audit", "list", "--action", "alert.raised", "--json").stdout)
+    assert [e["detail"]["team"] for e in raised] == ["ci"]
     found = json.loads(srv.cli("audit", "affected", "CVE-2024-8888", "--json").stdout)
     assert found["advisory"] == "TEST-B"
     rows = found["downloads"]

@@ -15,6 +15,7 @@ from stockade.cli import (
     names_cmd,
     package_cmd,
     policy_cmd,
+    report_cmd,
     scan_cmd,
     server_cmd,
     team_cmd,
@@ -48,6 +49,7 @@ app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
 app.add_typer(conda_cmd.app, name="conda")
 app.add_typer(console_cmd.app, name="console")
+app.add_typer(report_cmd.app, name="report")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

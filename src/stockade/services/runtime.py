@@ -16,6 +16,7 @@ from stockade.adapters.http import make_client
 from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
+from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
@@ -97,6 +98,9 @@ class Runtime:
             self.audit,
             ttl=int(settings.extra.get("console_session_ttl", SESSION_TTL)),
         )
+        self.alerts = AlertService(
+            settings, self.sessions, self.vulns, self.tokens, self.audit, self.http
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -157,6 +161,10 @@ class Runtime:
         self.audit.record("vulndb.sync", url=url, added=report.added, updated=report.updated)
         if report.added or report.updated:
             self.changed()
+            try:
+                await self.alerts.after_import(report.changed)
+            except Exception as exc:  # alerts must not stop the sync schedule
+                log.warning("alerts after the sync failed: %s", exc)
 
     async def close(self) -> None:
         for task in self._tasks:

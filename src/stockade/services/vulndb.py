@@ -140,6 +140,7 @@ class ImportReport:
     withdrawn: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    changed: list[str] = field(default_factory=list)  # ids added or updated
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -437,6 +438,7 @@ class VulnDB:
                 report.added += 1
             else:
                 report.updated += 1
+            report.changed.append(adv.id)
             if adv.withdrawn is not None:
                 report.withdrawn += 1
             existing[adv.id] = (digest, source)

@@ -609,6 +609,25 @@ async def api_audit_verify(request: Request) -> Response:
     return _json((await runtime.audit.verify()).as_dict())
 
 
+async def api_report_ssdf(request: Request) -> Response:
+    """NIST SSDF evidence for ?from=&to= (dates or durations back; default the last 30 days),
+    as JSON or, with ?format=html, a page."""
+    from datetime import timedelta
+
+    from stockade.core.auth import parse_when
+    from stockade.services.ssdf import SsdfReport, render_html
+
+    await _admin(request)
+    runtime = rt(request)
+    q = request.query_params
+    until = parse_when(q.get("to"), "to") or repo.utcnow()
+    since = parse_when(q.get("from"), "from") or until - timedelta(days=30)
+    report = await SsdfReport(runtime.sessions, runtime.audit).build(since, until)
+    if q.get("format") == "html":
+        return Response(render_html(report), media_type="text/html; charset=utf-8")
+    return _json(report)
+
+
 async def api_vuln_downloads(request: Request) -> Response:
     """Who downloaded versions an advisory affects (vulnerability response)."""
     from stockade.services.response import affected_downloads
@@ -1016,6 +1035,7 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
+        Route("/api/v1/reports/ssdf", api_report_ssdf),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),
         Route("/api/v1/vulns/{ident}", api_vuln),
