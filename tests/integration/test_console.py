@@ -501,6 +501,10 @@ def test_browser_admin_flow(scene: Scene, browser_page: object, db_url: str) -> 
 
     page.goto(f"{srv.url}/ui/reports")
     expect(page.locator("#sbom-unavailable")).to_contain_text("Not available yet")
+    page.click("#ssdf-form button[type=submit]")
+    expect(page.locator("body")).to_contain_text("PS.3.1")
+    _shot(page, "ssdf", db)
+    page.go_back()
 
     # sign out: the console asks for a login again
     page.click("text=Sign out")

@@ -731,6 +731,41 @@ async def reports_page(request: Request, sess: ConsoleSession) -> Response:
     return render(request, "reports.html", sess, indexes=indexes)
 
 
+_REPORT_CSP = {
+    **SECURITY_HEADERS,
+    # the SSDF page is self-contained: its own inline stylesheet, no script at all
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    ),
+}
+
+
+@page
+async def ssdf_report(request: Request, sess: ConsoleSession) -> Response:
+    """The SSDF evidence report (services/ssdf.py, as `stockade report ssdf`), HTML or JSON."""
+    from datetime import timedelta
+
+    import orjson
+
+    from stockade.services.ssdf import SsdfReport, render_html
+
+    runtime = rt(request)
+    q = request.query_params
+    until = parse_when(q.get("to") or None, "to") or utcnow()
+    since = parse_when(q.get("from") or None, "from") or until - timedelta(days=30)
+    await runtime.audit.flush()
+    report = await SsdfReport(runtime.sessions, runtime.audit).build(since, until)
+    if q.get("format") == "json":
+        name = f"ssdf-{since:%Y%m%d}-{until:%Y%m%d}.json"
+        return Response(
+            orjson.dumps(report, option=orjson.OPT_INDENT_2),
+            headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
+            media_type="application/json",
+        )
+    return HTMLResponse(render_html(report), headers=_REPORT_CSP)
+
+
 def _routes() -> list[Route | Mount]:
     return [
         Route("/", home),
@@ -748,6 +783,7 @@ def _routes() -> list[Route | Mount]:
         Route("/teams", teams_page),
         Route("/audit", audit_page),
         Route("/reports", reports_page),
+        Route("/reports/ssdf", ssdf_report),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
 
