@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -556,3 +557,41 @@ def test_browser_escapes_hostile_metadata(scene: Scene, browser_page: object, db
 
     assert dialogs == []
     assert page.locator("img").count() == 0
+
+
+def test_project_page_with_thousands_of_files_is_paginated_and_fast(
+    server: Server, tmp_path: Path
+) -> None:
+    from tests.builders import write_simple_tree
+    from tests.upstream import Upstream
+
+    srv = server
+    dist = tmp_path / "big-dist"
+    dist.mkdir()
+    files = []
+    for v in range(1000):  # 1000 versions x 3 files; the bytes are never fetched
+        for tag in ("py3-none-any", "cp311-cp311-manylinux_2_17_x86_64", "cp311-cp311-win_amd64"):
+            f = dist / f"big-1.{v}-{tag}.whl"
+            f.write_bytes(b"not a real wheel")
+            files.append(f)
+    root = tmp_path / "big-upstream"
+    write_simple_tree(root, files, requires_python={f.name: "" for f in files})
+    with Upstream(root) as up:
+        srv.cli("index", "create", "up", "--mirror", up.simple_url)
+        (tmp_path / "deny.toml").write_text('[[rules]]\nkind = "names"\ndeny = ["big<1.500"]\n')
+        srv.cli("policy", "set", "up", "--file", str(tmp_path / "deny.toml"))
+        add_user(srv, "alice", "admin", ADMIN_PW)
+        with contextlib.closing(login(srv, "alice", ADMIN_PW)) as c:
+            assert c.get("/ui/indexes/up/projects/big").status_code == 200  # fetches upstream
+            start = time.perf_counter()
+            r = c.get("/ui/indexes/up/projects/big")
+            elapsed = time.perf_counter() - start
+            assert r.status_code == 200
+            assert r.text.count('<tbody class="version"') == 25
+            assert "versions page 1 of 40" in r.text
+            assert "3000 files" in r.text and "1500 blocked" in r.text
+            assert elapsed < 3.0, f"{elapsed:.2f}s for a 3000-file project page"
+            last = c.get("/ui/indexes/up/projects/big?blocked=1&page=20")
+            assert 'data-version="1.0"' in last.text
+            assert "big 1.0 matches deny pattern" in last.text
+            assert "Big-1.0" not in last.text
