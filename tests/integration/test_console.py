@@ -141,6 +141,7 @@ def scene(server: Server, tmp_path: Path) -> Scene:
 
     evil_sha = hashlib.sha256(evil.read_bytes()).hexdigest()
     reader = srv.token("internal", "read", "--note", "ci reader")
+    srv.token("internal", "read", "--note", XSS)  # a hostile note, shown on the tokens page
     deadline = time.monotonic() + 60
     with srv.http(reader) as c:
         while c.get(f"/api/v1/scans/{evil_sha}").status_code != 200:
@@ -547,6 +548,12 @@ def test_browser_escapes_hostile_metadata(scene: Scene, browser_page: object, db
         re.search(r"__init__\.py:\d+", w) for w in page.locator(".where").all_text_contents()
     )
     _shot(page, "threat-evidence", db)
+
+    # a token note and the audit log's details are text too
+    page.goto(f"{srv.url}/ui/tokens")
+    expect(page.locator("#tokens")).to_contain_text(XSS)
+    page.goto(f"{srv.url}/ui/audit?action=token.create")
+    expect(page.locator("#events")).to_contain_text("token.create")
 
     # the viewer sees no curation form; the project page still works for a blocked file
     page.goto(f"{srv.url}/ui/vulns/TEST-A")
