@@ -10,6 +10,7 @@ from stockade import __version__
 from stockade.cli import (
     audit_cmd,
     conda_cmd,
+    env_cmd,
     index_cmd,
     names_cmd,
     package_cmd,
@@ -48,6 +49,7 @@ app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
 app.add_typer(conda_cmd.app, name="conda")
 app.add_typer(report_cmd.app, name="report")
+app.add_typer(env_cmd.app, name="env")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 
