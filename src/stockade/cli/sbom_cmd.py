@@ -17,13 +17,14 @@ from stockade.core.archives import validate_distribution
 from stockade.core.lockfiles import MAX_FILE_SIZE, read_inventory
 from stockade.core.sbom.model import Bom, from_distribution, from_inventory
 from stockade.core.sbom.read import read_sbom
-from stockade.core.sbom.render import FORMATS, check_format, render
-from stockade.core.sbom.spdx import Stamp
 from stockade.errors import InvalidRequest, PayloadTooLarge, StockadeError
 from stockade.services.repo import utcnow
 from stockade.services.runtime import Runtime
 from stockade.services.sbom import SbomService, parse_since
 from stockade.services.vulndb import Finding
+
+# The SPDX and CycloneDX libraries take about a second to import: only `sbom create` loads them.
+FORMATS = ("spdx", "spdx-tv", "cyclonedx", "openvex")
 
 app = typer.Typer(
     help="Software bills of materials: create SPDX / CycloneDX / OpenVEX, scan anyone's SBOM.",
@@ -78,6 +79,9 @@ def create(
     ),
 ) -> None:
     """Write an SBOM (stdout, or --output). Exit 0: written; 2: error."""
+    from stockade.core.sbom.render import check_format, render
+    from stockade.core.sbom.spdx import Stamp
+
     try:
         check_format(fmt)
         if fmt == "openvex":

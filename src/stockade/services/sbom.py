@@ -213,15 +213,18 @@ class SbomService:
 
     # -- the curated VEX feed ------------------------------------------------------------------
 
-    async def vex_statements(self, index_name: str) -> list[Statement]:
+    async def vex_statements(self, index_name: str) -> tuple[list[Statement], int]:
         """The experts' current decisions (newest curation per advisory, package and version
         set), with products as purls: every version when a curation covers all of them, else
         the listed conda versions, or the versions of the project the index serves that a
-        PEP 440 range covers."""
+        PEP 440 range covers. Also the id of the newest curation (the feed's version)."""
         rt = self._rt
         index = await rt.indexes.get(index_name)
         async with rt.sessions() as s:
-            rows = (await s.execute(select(CurationRow).order_by(CurationRow.id.desc()))).scalars()
+            rows = list(
+                (await s.execute(select(CurationRow).order_by(CurationRow.id.desc()))).scalars()
+            )
+            last = rows[0].id if rows else 0
             newest: dict[tuple[str, str, str, str], CurationRow] = {}
             for row in rows:
                 key = (row.advisory_id, row.ecosystem, row.package, row.versions or "")
@@ -254,7 +257,7 @@ class SbomService:
                     author=row.author,
                 )
             )
-        return out
+        return out, last
 
     async def _products(self, index: IndexInfo, eco: str, package: str, versions: str) -> list[str]:
         if not versions:

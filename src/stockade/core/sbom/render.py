@@ -12,7 +12,7 @@ from stockade.errors import InvalidRequest
 
 __all__ = ["FORMATS", "MEDIA_TYPES", "check_format", "render"]
 
-FORMATS: Final = ("spdx", "spdx-tv", "cyclonedx", "openvex")
+FORMATS: Final = ("spdx", "spdx-tv", "cyclonedx", "openvex")  # also in cli/sbom_cmd.py
 MEDIA_TYPES: Final = {
     "spdx": "application/spdx+json",
     "spdx-tv": "text/spdx; charset=utf-8",
