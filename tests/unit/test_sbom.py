@@ -201,3 +201,65 @@ def test_read_sbom_of_ours_and_foreign_documents(tmp_path: Path) -> None:
         read_sbom(b'{"hello": 1}', "x.json")
     with pytest.raises(InvalidRequest, match=r"x\.json: not JSON"):
         read_sbom(b"{", "x.json")
+
+
+def test_conda_prefix_records(tmp_path: Path) -> None:
+    meta = tmp_path / "conda-meta"
+    meta.mkdir()
+    record = {
+        "name": "numpy",
+        "version": "1.26.4",
+        "build": "py311h64a7726_0",
+        "channel": "https://conda.anaconda.org/conda-forge/linux-64",
+        "subdir": "linux-64",
+        "license": "BSD-3-Clause",
+        "url": "https://conda.anaconda.org/conda-forge/linux-64/numpy-1.26.4-py311h64a7726_0.conda",
+        "sha256": "ab" * 32,
+        "depends": ["python >=3.11,<3.12.0a0", "libblas >=3.9.0"],
+        "files": [],
+    }
+    (meta / "numpy-1.26.4-py311h64a7726_0.json").write_text(json.dumps(record))
+    python = {"name": "python", "version": "3.11.8", "build": "x", "channel": "conda-forge"}
+    (meta / "python-3.11.8-x.json").write_text(json.dumps(python))
+    bom = from_inventory(read_inventory(tmp_path, details=True), "prefix")
+    numpy = next(c for c in bom.components if c.name == "numpy")
+    assert numpy.purl == (
+        "pkg:conda/numpy@1.26.4?build=py311h64a7726_0&channel=conda-forge&subdir=linux-64"
+        "&type=conda"
+    )
+    assert numpy.license == "BSD-3-Clause" and numpy.hashes == (("sha256", "ab" * 32),)
+    python_ref = next(c.ref for c in bom.components if c.name == "python")
+    assert numpy.depends_on == (python_ref,)  # libblas is not installed: no edge
+    check_all_formats(curated(bom), tmp_path)
+
+
+def test_pylock_dependencies_and_a_direct_url_install(tmp_path: Path) -> None:
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(
+        'lock-version = "1.0"\ncreated-by = "x"\n'
+        '[[packages]]\nname = "a"\nversion = "1.0"\ndependencies = [{name = "b"}]\n'
+        '[packages.sdist]\nurl = "https://example.org/a-1.0.tar.gz"\n'
+        f'hashes = {{sha256 = "{"1" * 64}"}}\n'
+        '[[packages]]\nname = "b"\nversion = "2.0"\n'
+        f'wheels = [{{url = "https://example.org/b-2.0-py3-none-any.whl", '
+        f'hashes = {{sha256 = "{"2" * 64}"}}}}]\n'
+    )
+    bom = from_inventory(read_inventory(lock, details=True), "pylock.toml")
+    a, b = bom.components
+    assert a.depends_on == (b.ref,) and a.download_url == "https://example.org/a-1.0.tar.gz"
+    assert b.hashes == (("sha256", "2" * 64),)
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    info = site / "c-3.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: c\nVersion: 3.0\nLicense: MIT\n")
+    (info / "direct_url.json").write_text(
+        json.dumps(
+            {
+                "url": "https://example.org/c-3.0-py3-none-any.whl",
+                "archive_info": {"hashes": {"sha256": "3" * 64}},
+            }
+        )
+    )
+    [c] = from_inventory(read_inventory(tmp_path / "venv", details=True), "venv").components
+    assert (c.name, c.version, c.license, c.hashes) == ("c", "3.0", "MIT", (("sha256", "3" * 64),))
+    assert c.download_url == "https://example.org/c-3.0-py3-none-any.whl"
