@@ -16,6 +16,7 @@ from stockade.cli import (
     package_cmd,
     policy_cmd,
     report_cmd,
+    sbom_cmd,
     scan_cmd,
     server_cmd,
     team_cmd,
@@ -44,6 +45,7 @@ app.command("serve")(server_cmd.serve)
 app.add_typer(vuln_cmd.db_app, name="vulndb")
 app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
+app.add_typer(sbom_cmd.app, name="sbom")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")

@@ -49,6 +49,7 @@ from stockade.services.runtime import Runtime
 from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
+from stockade.web import sbom_routes
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 
@@ -1129,6 +1130,7 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/vulns/{ident}/downloads", api_vuln_downloads),
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
+        *sbom_routes.ROUTES,
     ]
     from stockade.web.conda import routes as conda_routes  # it imports this module
 
