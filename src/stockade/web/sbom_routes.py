@@ -45,6 +45,18 @@ async def _respond(request: Request, bom: Bom, svc: SbomService) -> Response:
         bom = await svc.with_vulns(bom)
     stamp = Stamp.make(bom, reproducible=_flag(request, "reproducible"))
     text = await anyio.to_thread.run_sync(lambda: render(bom, fmt, stamp, with_vulns=with_vulns))
+    from stockade.web.app import identify, rt
+
+    token = await identify(request)
+    rt(request).audit.record(  # SSDF PS.3.2 evidence: provenance data produced and shared
+        "sbom.create",
+        actor=token.id if token else None,
+        project=bom.name,
+        format=fmt,
+        kind=bom.kind,
+        components=len(bom.components),
+        vulnerabilities=len(bom.vulns),
+    )
     return Response(text, media_type=MEDIA_TYPES[fmt])
 
 
