@@ -551,6 +551,7 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    commit = _git_head()  # now: the scanner code and rules are loaded at start
 
     gd: GuardDog | None = None
     gd_version = ""
@@ -614,7 +615,7 @@ def main() -> int:
     lines: list[str] = []
     emit = lines.append
     emit(
-        f"Stockade {_stockade_version()} ({_git_head()}) vs GuardDog {gd_version or '(skipped)'} — "
+        f"Stockade {_stockade_version()} ({commit}) vs GuardDog {gd_version or '(skipped)'} — "
         f"{platform.node()}, {os.cpu_count()} CPUs, --jobs {args.jobs}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
@@ -760,7 +761,7 @@ def main() -> int:
                 "meta": {
                     "utc": stamp,
                     "args": {k: str(v) for k, v in vars(args).items()},
-                    "commit": _git_head(),
+                    "commit": commit,
                     "guarddog": gd_version,
                     "python": platform.python_version(),
                     "cpus": os.cpu_count(),

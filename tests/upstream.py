@@ -9,8 +9,9 @@ Serves a tree written by :func:`tests.builders.write_simple_tree`::
         up.count("/files/alpha")
 
 Routes: ``/simple/`` and ``/simple/<project>/`` (PEP 503 HTML or PEP 691 JSON by
-``Accept``), ``/files/<filename>`` (octet-stream).  ``/simple`` and
-``/simple/<project>`` redirect (301) to the slash form, non-normalised project
+``Accept``), ``/files/<filename>`` (octet-stream), and any file the test writes under
+``root/pypi/`` or ``root/integrity/`` (JSON API answers, PEP 740 provenance) as JSON.
+``/simple`` and ``/simple/<project>`` redirect (301) to the slash form, non-normalised project
 names redirect to the normalised one, unknown projects/files are 404.
 """
 
@@ -290,6 +291,19 @@ class _Handler(BaseHTTPRequestHandler):
                 keys=(filename, path),
                 body=target.read_bytes(),
                 content_type="application/octet-stream",
+                mtime=target.stat().st_mtime,
+                head=head,
+            )
+        elif path.startswith(("/pypi/", "/integrity/")):  # JSON API and PEP 740 provenance
+            target = up.root / path.strip("/")
+            if ".." in path.split("/") or not target.is_file():
+                self._simple(404, b"not found\n", head=head)
+                return
+            self._content(
+                up,
+                keys=(path,),
+                body=target.read_bytes(),
+                content_type="application/json",
                 mtime=target.stat().st_mtime,
                 head=head,
             )

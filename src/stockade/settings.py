@@ -7,6 +7,7 @@ explicit overrides (CLI flags) > environment ``STOCKADE_<KEY>`` > ``stockade.tom
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ class Settings:
     # 0 = never: run `stockade vulndb sync` from cron instead).
     vulndb_url: str = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
     vulndb_sync_interval: int = 0
+    # Vulnerability response: after a feed sync or import brings a new or changed advisory
+    # affecting versions already downloaded, an alert (JSON POST) goes to the webhook of each
+    # downloading team ([alert_team_webhooks] team = "https://…") or else to alert_webhook.
+    alert_webhook: str | None = None
+    alert_team_webhooks: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +112,13 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = float(value)
         elif key in ("max_upload_size", "max_file_size", "max_page_size", "buffer_below"):
             out[key] = _parse_size(value)
+        elif key == "alert_team_webhooks":
+            parsed = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(parsed, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+            ):
+                raise ValueError("alert_team_webhooks maps team names to webhook URLs")
+            out[key] = dict(parsed)
         elif key == "access_log":
             out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from stockade.core.vulns.match import CompiledAffected, is_affected
+from stockade.core.vulns.match import CompiledAffected, VersionBatch, is_affected
 from stockade.core.vulns.osv import (
     Advisory,
     Affected,
@@ -46,6 +46,35 @@ def check(affected: Affected, expected: dict[str, bool]) -> None:
     got = {v: compiled.affects(v) for v in expected}
     assert got == expected
     assert {v: is_affected(affected, v) for v in expected} == expected
+    versions = list(expected)
+    hits = compiled.matching(VersionBatch(compiled.scheme, versions))
+    assert {v: i in hits for i, v in enumerate(versions)} == expected  # the batch path agrees
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_batch_matching_agrees_with_per_version_evaluation(seed: int) -> None:
+    """Random ranges (all event kinds, equal versions, limits, SEMVER, listed versions) over
+    random versions: ``matching()`` over a sorted batch equals ``affects()`` per version."""
+    r = random.Random(seed)
+    pool = [f"{a}.{b}" for a in range(4) for b in range(4)] + ["1.0rc1", "2.0.post1", "v1.1", "x"]
+    for ecosystem in ("PyPI", "conda"):
+        ranges = []
+        for _ in range(r.randint(0, 3)):
+            events = [
+                (r.choice(["introduced", "fixed", "last_affected", "limit"]), r.choice(pool))
+                for _ in range(r.randint(0, 5))
+            ]
+            if r.random() < 0.3:
+                events.append(I0)
+            ranges.append(rng(events, r.choice(["ECOSYSTEM", "SEMVER"])))
+        listed = r.sample(pool, r.randint(0, 3))
+        affected = aff(*ranges, ecosystem=ecosystem, versions=listed)
+        versions = r.sample(pool, r.randint(1, len(pool)))
+        compiled = CompiledAffected(affected)
+        hits = compiled.matching(VersionBatch(compiled.scheme, versions))
+        assert {v: i in hits for i, v in enumerate(versions)} == {
+            v: compiled.affects(v) for v in versions
+        }, affected
 
 
 # ------------------------------------------------------------------------------------------------

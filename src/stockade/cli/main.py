@@ -8,11 +8,15 @@ import typer
 
 from stockade import __version__
 from stockade.cli import (
+    audit_cmd,
     conda_cmd,
+    env_cmd,
     index_cmd,
     names_cmd,
     package_cmd,
     policy_cmd,
+    report_cmd,
+    sbom_cmd,
     scan_cmd,
     server_cmd,
     team_cmd,
@@ -35,16 +39,19 @@ app.add_typer(token_cmd.app, name="token")
 app.add_typer(team_cmd.app, name="team")
 app.add_typer(package_cmd.app, name="package")
 app.add_typer(server_cmd.db_app, name="db")
-app.add_typer(server_cmd.audit_app, name="audit")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("init")(server_cmd.init)
 app.command("serve")(server_cmd.serve)
 app.add_typer(vuln_cmd.db_app, name="vulndb")
 app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
+app.add_typer(sbom_cmd.app, name="sbom")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
 app.add_typer(conda_cmd.app, name="conda")
+app.add_typer(report_cmd.app, name="report")
+app.add_typer(env_cmd.app, name="env")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

@@ -40,6 +40,7 @@ def set_(
         r.audit.record("policy.set", actor=made.author, index=index, version=made.version)
         await r.audit.flush()
         r.changed()
+        await r.policy_changed(index, made.version)
         return made
 
     text = read()
@@ -89,8 +90,7 @@ def explain(
 
     async def go(r: Runtime) -> list[dict[str, Any]]:
         info = await r.indexes.get(index)
-        served = await r.pages.project_page(info, canonicalize_name(project))
-        return served.explain(version)
+        return await r.pages.explain(info, canonicalize_name(project), version)
 
     rows = run(go)
     if json:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from stockade.cli.common import JsonOpt, err, print_json, print_table, run
+from stockade.cli.common import JsonOpt, err, print_json, run
 from stockade.core.auth import ALL_INDEXES
 from stockade.db.engine import upgrade
 from stockade.errors import StockadeError
@@ -19,7 +19,6 @@ from stockade.types import IndexKind, Scope
 
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 
 
 def paste_lines(base: str, token: str) -> list[str]:
@@ -202,41 +201,3 @@ def db_upgrade() -> None:
     s = Settings.load()
     upgrade(s.database_url)
     typer.echo("database is at the latest schema")
-
-
-@audit_app.command("list")
-def audit_list(
-    limit: int = typer.Option(50, "--limit"),
-    action: str = typer.Option(None, "--action"),
-    actor: str = typer.Option(None, "--actor", help="Token id."),
-    index: str = typer.Option(None, "--index"),
-    json: bool = JsonOpt,
-) -> None:
-    """Show recent audit events, newest first."""
-
-    async def go(r: Runtime) -> list[dict[str, object]]:
-        async with r.sessions() as sess:
-            return await repo.list_audit(
-                sess, limit=limit, action=action, actor=actor, index_name=index
-            )
-
-    events = run(go)
-    if json:
-        print_json(events)
-        return
-    print_table(
-        "Audit events",
-        ["at", "actor", "action", "outcome", "index", "target", "detail"],
-        [
-            [
-                e["at"],
-                e["actor"],
-                e["action"],
-                e["outcome"],
-                e["index"],
-                e["filename"] or e["project"],
-                e["detail"],
-            ]
-            for e in events
-        ],
-    )

@@ -228,3 +228,72 @@ def confusion(json: bool = JsonOpt) -> None:
             typer.echo("no private project name is published by a mirror's upstream")
         for p, m, e in failed:
             err.print(f"could not check {p} on {m}: {e}")
+
+
+@app.command("identity")
+def identity(
+    index: str = typer.Argument(..., help="A mirror index."),
+    project: str = typer.Argument(..., help="The project."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Look upstream now (JSON API and provenance) before reporting."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Who publishes PROJECT on a mirror: per-version Trusted Publisher (PEP 740 provenance),
+    owners and links over time, and author-impersonation findings (publisher changed,
+    provenance dropped, owners replaced, a new project claiming a popular one's homepage or
+    author). Recorded in the background whenever the mirror fetches the project's page."""
+    from packaging.utils import canonicalize_name
+
+    from stockade.types import IndexKind
+
+    async def go(r: Runtime) -> dict[str, object]:
+        info = await r.indexes.get(index)
+        if info.kind is not IndexKind.MIRROR:
+            raise NotFound(
+                f"index {index!r} is a {info.kind.value} index",
+                "identities are recorded for mirror indexes; name the mirror",
+            )
+        name = canonicalize_name(project)
+        if refresh:
+            served = await r.pages.project_page(info, name)
+            await r.identity.observe(info, served.page)
+        return await r.identity.report(info.name, name)
+
+    rep = run(go)
+    if json:
+        print_json(rep)
+        return
+    versions = rep["versions"]
+    assert isinstance(versions, list)
+    if not versions and not rep["owners"]:
+        typer.echo(
+            f"nothing recorded yet for {rep['project']} on {index}: run with --refresh, or "
+            "fetch its page through the mirror (recording runs in the background)"
+        )
+        return
+    print_table(
+        f"{rep['project']} on {index}: publishers per version",
+        ["version", "publisher (PEP 740)", "provenance", "uploaded"],
+        [
+            [
+                v["version"],
+                v["publisher"] or "-",
+                {True: "yes", False: "NO", None: "not offered"}[v["provenance"]],
+                (v["uploaded"] or "-")[:16],
+            ]
+            for v in reversed(versions)
+        ],
+    )
+    owners = rep["owners"]
+    assert isinstance(owners, list)
+    for o in owners:
+        org = f" (organization {o['organization']})" if o["organization"] else ""
+        typer.echo(f"owners seen {o['observed'][:16]}: {', '.join(o['users']) or '-'}{org}")
+    findings = rep["findings"]
+    assert isinstance(findings, list)
+    if not findings:
+        typer.echo("no impersonation findings")
+    for f in findings:
+        where = f"version {f['version']}" if f["version"] else "every version"
+        typer.echo(f"{f['tier'].upper()} {f['rule']} ({where}): {f['message']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,8 +17,8 @@ db_app = typer.Typer(help="Load the vulnerability database (OSV).", no_args_is_h
 app = typer.Typer(help="Query and curate vulnerabilities.", no_args_is_help=True)
 
 
-def _import(path: Path, json: bool) -> ImportReport:
-    async def go(r: Runtime) -> ImportReport:
+def _import(path: Path, json: bool) -> tuple[ImportReport, list[dict[str, Any]]]:
+    async def go(r: Runtime) -> tuple[ImportReport, list[dict[str, Any]]]:
         if json or not err.is_terminal:
             report = await r.vulns.import_path(path)
         else:
@@ -40,14 +41,15 @@ def _import(path: Path, json: bool) -> ImportReport:
         )
         await r.audit.flush()
         r.changed()
-        return report
+        alerts, _changes = await r.advisories_changed(report.changed)
+        return report, alerts
 
     return run(go)
 
 
-def _print_report(report: ImportReport, json: bool) -> None:
+def _print_report(report: ImportReport, alerts: list[dict[str, Any]], json: bool) -> None:
     if json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "alerts": alerts})
         return
     for source, reason in report.skipped:
         err.print(f"skipped {source}: {reason}", markup=False, highlight=False)
@@ -56,6 +58,12 @@ def _print_report(report: ImportReport, json: bool) -> None:
         f"{report.unchanged} unchanged, {len(report.skipped)} skipped "
         f"({report.withdrawn} withdrawn) in {report.seconds:.1f}s"
     )
+    for a in alerts:
+        versions = ", ".join(sorted({d["version"] for d in a["downloads"]}))
+        typer.echo(
+            f"ALERT {a['advisory']}: team {a['team'] or '(no team)'} downloaded "
+            f"{a['downloads'][0]['project']} {versions} ({a['outcome']}: {a['delivery']})"
+        )
 
 
 @db_app.command("import")
@@ -64,8 +72,8 @@ def import_(
     json: bool = JsonOpt,
 ) -> None:
     """Import OSV advisories. Re-running with the same data changes nothing."""
-    report = _import(path, json)
-    _print_report(report, json)
+    report, alerts = _import(path, json)
+    _print_report(report, alerts, json)
 
 
 @db_app.command("sync")
@@ -78,15 +86,16 @@ def sync(
 
     src = url or Settings.load().vulndb_url
 
-    async def go(r: Runtime) -> ImportReport:
+    async def go(r: Runtime) -> tuple[ImportReport, list[dict[str, Any]]]:
         report = await r.vulns.sync(src, r.http)
         r.audit.record("vulndb.sync", url=src, added=report.added, updated=report.updated)
         await r.audit.flush()
         r.changed()
-        return report
+        alerts, _changes = await r.advisories_changed(report.changed)
+        return report, alerts
 
-    report = run(go)
-    _print_report(report, json)
+    report, alerts = run(go)
+    _print_report(report, alerts, json)
 
 
 @app.command("show")
@@ -233,6 +242,7 @@ def curate(
         )
         await r.audit.flush()
         r.changed()
+        await r.curated(c.advisory_id, c.ecosystem, c.package)
         return c
 
     c = run(go)

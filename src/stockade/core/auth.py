@@ -102,6 +102,24 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=n * secs)
 
 
+def parse_when(text: str | None, option: str = "time") -> datetime | None:
+    """A point in time from ``7d`` (that long ago) or an ISO date/time (UTC when naive)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except InvalidRequest:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"{option} {text!r} is neither a duration nor a date",
+            "use e.g. 7d, 12h or 2026-11-01 or 2026-11-01T08:00",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def authorize(
     token: TokenInfo | None,
     *,

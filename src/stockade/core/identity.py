@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,7 +210,7 @@ def assess(
     owners: Sequence[Owners] = (),
     info: ProjectInfo | None = None,
     *,
-    popular: Collection[str] = frozenset(),
+    popular: Container[str] = frozenset(),
     popular_emails: Mapping[str, Iterable[tuple[str, tuple[str, ...]]]] | None = None,
     now: datetime | None = None,
 ) -> list[IdentityFinding]:

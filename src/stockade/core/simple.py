@@ -57,6 +57,9 @@ class FileEntry:
     # the upstream offers none, and without it pip would download the file (403) before it
     # could show the reason. Never set on a file that can be downloaded.
     synthetic_metadata: bool = False
+    # The upstream's PEP 740 provenance URL for this file (mirrors); never rendered: Stockade
+    # records the publisher it names (author-impersonation checks).
+    provenance: str | None = None
 
     @property
     def shown_yanked(self) -> str | bool:
@@ -138,6 +141,7 @@ def _entry_dict(f: FileEntry) -> dict[str, Any]:
         "origin": f.origin,
         "blocked": f.blocked,
         "synthetic_metadata": f.synthetic_metadata,
+        "provenance": f.provenance,
     }
 
 
@@ -333,6 +337,10 @@ def _hash_attr(value: str | None) -> tuple[bool, str | None]:
     return True, None
 
 
+def _provenance_url(page_url: str, value: object) -> str | None:
+    return urljoin(page_url, value) if isinstance(value, str) and value else None
+
+
 def parse_json_page(data: bytes, page_url: str, project: NormalizedName) -> ProjectPage:
     """Parse a PEP 691 project page; URLs are resolved against ``page_url``."""
     obj = orjson.loads(data)
@@ -361,6 +369,7 @@ def parse_json_page(data: bytes, page_url: str, project: NormalizedName) -> Proj
                 has_metadata=has_meta,
                 size=int(size) if isinstance(size, int) else None,
                 upload_time=f.get("upload-time") or None,
+                provenance=_provenance_url(page_url, f.get("provenance")),
             )
         )
     extra = tuple(str(v) for v in obj.get("versions", ()) or ())
@@ -421,6 +430,7 @@ def parse_html_page(data: bytes, page_url: str, project: NormalizedName) -> Proj
                 yanked_reason=(attrs.get("data-yanked") or None) if yanked else None,
                 metadata_sha256=meta_sha,
                 has_metadata=has_meta,
+                provenance=_provenance_url(base, attrs.get("data-provenance")),
             )
         )
     return ProjectPage(name=project, files=tuple(files))

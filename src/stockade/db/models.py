@@ -129,6 +129,7 @@ class AuditRow(Base):
     __table_args__ = (
         Index("ix_audit_at", "at"),
         Index("ix_audit_actor", "actor"),
+        Index("ix_audit_seq", "seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -141,6 +142,34 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
     client: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    # The hash chain (core/auditchain.py): position, previous event's hash, this event's hash.
+    seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainRow(Base):
+    """The head of the audit hash chain (one row, id 1): writers lock it, append after it."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditCheckpointRow(Base):
+    """A signature by the server's audit key over the chain's hash at ``seq``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(256))
 
 
 class AdvisoryRow(Base):
@@ -420,3 +449,72 @@ class CondaRepodataRow(Base):
     policy_key: Mapped[str | None] = mapped_column(
         String(64)
     )  # the policy state it was filtered by
+
+
+class EnvironmentRow(Base):
+    """A team's named environment (TEAM/NAME); its versions are immutable lock files."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("team", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class EnvironmentVersionRow(Base):
+    """One pushed (or locked) version: the file (in the blob store) and its evaluated status."""
+
+    __tablename__ = "environment_versions"
+    __table_args__ = (UniqueConstraint("env_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))  # core.lockfiles kind
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))  # the file, in the blob store
+    size: Mapped[int] = mapped_column(BigInteger)
+    index_name: Mapped[str | None] = mapped_column(String(64))  # policy verdicts against it
+    status: Mapped[str] = mapped_column(String(16))  # green | red
+    problems: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # "name==ver" → [...]
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class EnvironmentPackageRow(Base):
+    """A pin of an environment version; indexed by package so a change to one package
+    re-evaluates only the versions that contain it."""
+
+    __tablename__ = "environment_packages"
+    __table_args__ = (Index("ix_environment_packages_package", "ecosystem", "name"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("environment_versions.id", ondelete="CASCADE"), index=True
+    )
+    ecosystem: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+
+
+class EnvironmentStatusRow(Base):
+    """A change of an environment version's status, with its cause."""
+
+    __tablename__ = "environment_status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("environment_versions.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    old_status: Mapped[str] = mapped_column(String(16))
+    new_status: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -18,12 +18,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import httpx
+from packaging.utils import canonicalize_name
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,6 +45,7 @@ LEARN_CONCURRENCY = 8
 LEARN_BUDGET = 10.0  # seconds a page build may spend fetching metadata
 LEARN_FILE_MAX = 10 * 1024**2  # no PEP 658 metadata: fetch (and keep) files up to this size
 CACHE_MAX = 200_000
+BY_PROJECT_ABOVE = 50  # get_many: more missing files than this are read per project
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,29 +113,45 @@ class MetadataService:
         self._store = store
         self._client = client
         self._cache: dict[str, MetaFacts] = {}
+        # Called with the project whenever new facts are stored, so pages decided without
+        # them (a licence rule) are decided again now rather than when their TTL ends.
+        self.on_new: Callable[[str], None] | None = None
 
-    async def get_many(self, shas: Iterable[str]) -> dict[str, MetaFacts]:
+    async def get_many(
+        self, shas: Iterable[str], project: str | None = None
+    ) -> dict[str, MetaFacts]:
+        """Stored facts of these files. With ``project`` (the files' project), many missing
+        files are read with one indexed query for the project instead of lists of digests."""
         wanted = {s.lower() for s in shas if s}
         out = {s: self._cache[s] for s in wanted if s in self._cache}
-        missing = sorted(wanted - out.keys())
-        if missing:
-            t = FileMetadataRow
-            cols = (
-                t.sha256,
-                t.project,
-                t.version,
-                t.license_expression,
-                t.license_raw,
-                t.license_source,
-                t.requires_python,
-                t.source,
-                t.error,
-            )
-            async with self._sessions() as s:
-                for i in range(0, len(missing), 500):
-                    q = select(*cols).where(t.sha256.in_(missing[i : i + 500]))
-                    for row in (await s.execute(q)).tuples():
+        missing = wanted - out.keys()
+        if not missing:
+            return out
+        c = FileMetadataRow.__table__.c  # Core columns: plain rows, no ORM loading per row
+        cols = (
+            c.sha256,
+            c.project,
+            c.version,
+            c.license_expression,
+            c.license_raw,
+            c.license_source,
+            c.requires_python,
+            c.source,
+            c.error,
+        )
+        async with self._sessions() as s:
+            conn = await s.connection()
+            if project is not None and len(missing) > BY_PROJECT_ABOVE:
+                by_project = select(*cols).where(c.project == canonicalize_name(project))
+                for row in (await conn.execute(by_project)).all():
+                    if row[0] in missing:
                         out[row[0]] = self._remember(MetaFacts(*row))
+                return out  # a file of the project not found under it has no facts yet
+            ordered = sorted(missing)
+            for i in range(0, len(ordered), 500):
+                q = select(*cols).where(c.sha256.in_(ordered[i : i + 500]))
+                for row in (await conn.execute(q)).all():
+                    out[row[0]] = self._remember(MetaFacts(*row))
         return out
 
     def _remember(self, facts: MetaFacts) -> MetaFacts:
@@ -142,14 +160,14 @@ class MetadataService:
         self._cache[facts.sha256] = facts
         return facts
 
-    async def save(self, facts: MetaFacts) -> MetaFacts:
+    async def save(self, facts: MetaFacts, *, announce: bool = True) -> MetaFacts:
         """Store facts (first writer wins: a file's metadata is immutable)."""
         try:
             async with self._sessions() as s, s.begin():
                 s.add(
                     FileMetadataRow(
                         sha256=facts.sha256,
-                        project=facts.project,
+                        project=canonicalize_name(facts.project),
                         version=facts.version,
                         license_expression=facts.license,
                         license_raw=facts.license_raw,
@@ -162,15 +180,31 @@ class MetadataService:
                 )
         except DBIntegrityError:
             return (await self.get_many([facts.sha256])).get(facts.sha256, facts)
+        if announce and self.on_new is not None:
+            self.on_new(canonicalize_name(facts.project))
         return self._remember(facts)
 
     async def record(
-        self, sha256: str, project: str, version: str | None, metadata: bytes, source: str
+        self,
+        sha256: str,
+        project: str,
+        version: str | None,
+        metadata: bytes,
+        source: str,
+        *,
+        announce: bool = True,
     ) -> MetaFacts:
-        return await self.save(parse_facts(sha256.lower(), project, version, metadata, source))
+        facts = parse_facts(sha256.lower(), project, version, metadata, source)
+        return await self.save(facts, announce=announce)
 
     async def from_stored_file(
-        self, sha256: str, project: str, version: str | None, filename: str
+        self,
+        sha256: str,
+        project: str,
+        version: str | None,
+        filename: str,
+        *,
+        announce: bool = True,
     ) -> MetaFacts | None:
         """Read the metadata of a stored distribution (wheel or sdist) and keep the facts."""
         sha = sha256.lower()
@@ -184,12 +218,12 @@ class MetadataService:
             facts = parse_facts(sha, project, version, meta, "file")
         except StockadeError as exc:
             facts = MetaFacts(sha, project, version, None, None, None, None, "file", exc.message)
-        return await self.save(facts)
+        return await self.save(facts, announce=announce)
 
     async def learn(self, page: ProjectPage) -> dict[str, MetaFacts]:
         """Facts per filename for ``page``, fetching upstream PEP 658 metadata (newest versions
         first, bounded in count and time) for versions Stockade knows nothing about yet."""
-        known = await self.get_many(f.sha256 for f in page.files if f.sha256)
+        known = await self.get_many((f.sha256 for f in page.files if f.sha256), page.name)
         have = facts_by_file(page, known)
         versions: dict[str, FileEntry] = {}
         for f in page.files:
@@ -242,7 +276,7 @@ class MetadataService:
             return
         if entry.metadata_sha256:
             self._store.put_bytes(body)  # served later as the file's .metadata
-        await self.record(entry.sha256, project, entry.version, body, "metadata")
+        await self.record(entry.sha256, project, entry.version, body, "metadata", announce=False)
 
     async def _fetch_file(self, project: str, entry: FileEntry) -> None:
         """A small file without PEP 658 metadata: fetch it whole (hash-checked, then kept, so a
@@ -263,7 +297,7 @@ class MetadataService:
                 log.warning("%s does not match its published hash; not kept", entry.filename)
                 return
             self._store.put_bytes(body)
-        await self.from_stored_file(sha, project, entry.version, entry.filename)
+        await self.from_stored_file(sha, project, entry.version, entry.filename, announce=False)
 
 
 def _preference(f: FileEntry) -> tuple[bool, bool, int]:

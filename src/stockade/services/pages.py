@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -132,6 +133,8 @@ class PageService:
         self._neg_until: dict[tuple[str, str], float] = {}
         self._failed: dict[tuple[str, str], tuple[float, UpstreamError]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[ServedPage | None]] = {}
+        # Called with every page a mirror fetched or revalidated upstream (identity checks).
+        self.on_mirror_page: Callable[[IndexInfo, ProjectPage], None] | None = None
 
     def clear(self, index: str | None = None) -> None:
         if index is None:
@@ -181,6 +184,18 @@ class PageService:
             raise NotFound(f"project {project!r} is not on index {index.name!r}")
         return served
 
+    async def explain(
+        self, index: IndexInfo, project: NormalizedName, version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``policy explain``: the page's decisions, with every rule evaluated (serving skips
+        custom rules on files other rules already block)."""
+        served = await self.project_page(index, project)
+        policy = await self._policies.current(index.name)
+        if policy is not None and served.unfiltered is not None and policy.has_custom:
+            decisions = await self._policies.decide(policy, served.unfiltered, index=index.name)
+            served = replace(served, decisions=decisions)
+        return served.explain(version)
+
     async def _page(
         self, index: IndexInfo, project: NormalizedName, depth: int
     ) -> ServedPage | None:
@@ -220,7 +235,9 @@ class PageService:
         policy = await self._policies.current(index.name)
         if policy is None:
             return served
-        decisions = await self._policies.decide(policy, served.page, index=index.name)
+        decisions = await self._policies.decide(
+            policy, served.page, index=index.name, complete=False
+        )
         if policy.show_blocked:
             listed = tuple(
                 f
@@ -351,7 +368,7 @@ class PageService:
                     last_modified=got.last_modified or rec.last_modified,
                     exists_upstream=True,
                 )
-                return self._mirror_served(index, up, rec.data, ttl)
+                return self._observed(index, self._mirror_served(index, up, rec.data, ttl))
             assert got.page is not None
             pinned = await self._pin_stored(s, index, got.page)
             data = pinned.to_json().decode()
@@ -364,7 +381,12 @@ class PageService:
                 last_modified=got.last_modified,
                 exists_upstream=True,
             )
-        return self._mirror_served(index, up, data, ttl)
+        return self._observed(index, self._mirror_served(index, up, data, ttl))
+
+    def _observed(self, index: IndexInfo, served: ServedPage) -> ServedPage:
+        if self.on_mirror_page is not None:
+            self.on_mirror_page(index, served.page)
+        return served
 
     async def _pin_stored(
         self, s: AsyncSession, index: IndexInfo, page: ProjectPage

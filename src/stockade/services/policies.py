@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -22,6 +22,7 @@ from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_po
 from stockade.core.policy.model import Decision, FindingFact, member_block
 from stockade.core.simple import ProjectPage
 from stockade.core.threats.typosquat import PopularNames, check_name
+from stockade.core.vulns.versions import PYPI
 from stockade.db.models import (
     PolicyApprovalRow,
     PolicyExceptionRow,
@@ -33,6 +34,9 @@ from stockade.services.metadata import MetadataService
 from stockade.services.repo import aware, utcnow
 from stockade.services.threats import ScanReport, ThreatService
 from stockade.services.vulndb import VulnDB
+
+if TYPE_CHECKING:
+    from stockade.services.identity import IdentityService
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +200,7 @@ def _matches(name: str, specifier: str | None, project: str, version: str | None
     if version is None or spec is None:
         return False
     try:
-        return spec.contains(version, prereleases=True)
+        return spec.contains(PYPI.parse(version), prereleases=True)
     except InvalidVersion:
         return False
 
@@ -257,6 +261,7 @@ class PolicyService:
         self._threats = threats
         self._popular_path = popular_path
         self._popular: PopularNames | None = None
+        self.identity: IdentityService | None = None  # author-impersonation findings
         self._cache: dict[str, Policy | None] = {}
         self._exc_cache: dict[str, list[PolicyException]] = {}
         self._approval_cache: dict[str, list[PolicyApproval]] = {}
@@ -462,29 +467,37 @@ class PolicyService:
             return [_request(r) for r in (await s.execute(q)).scalars()]
 
     async def decide(
-        self, policy: Policy, page: ProjectPage, now: datetime | None = None, index: str = ""
+        self,
+        policy: Policy,
+        page: ProjectPage,
+        now: datetime | None = None,
+        index: str = "",
+        *,
+        complete: bool = True,
     ) -> dict[str, Decision]:
-        """The decision for every file on a page (vulnerabilities looked up once per version)."""
+        """The decision for every file on a page (vulnerabilities looked up once per version).
+        ``complete=False`` lets ``evaluate()`` skip custom rules on files already blocked."""
         now = now or utcnow()
         active = await self.exceptions(index, active_only=True) if index else []
         approved = [a for a in await self.approvals(index) if a.revoked_at is None] if index else []
-        versions = sorted({f.version for f in page.files if f.version})
-        found = await self._vulns.query_many(("PyPI", page.name, v) for v in versions)
+        versions = [v for v in dict.fromkeys(f.version for f in page.files) if v]
+        found = await self._vulns.policy_hits("PyPI", page.name, versions)
         by_version: dict[str, tuple[VulnFact, ...]] = {}
         malicious: dict[str, tuple[FindingFact, ...]] = {}
         for v in versions:
-            hits = found.get(("PyPI", page.name, v), ())
+            hits = found.get(v, ())
             by_version[v] = tuple(
-                VulnFact(f.id, f.severity, f.score, f.status, f.fixed_versions, f.published)
-                for f in hits
-                if not f.id.startswith(MALICIOUS_PREFIX)
+                h.fact for h in hits if not h.fact.id.startswith(MALICIOUS_PREFIX)
             )
             malicious[v] = tuple(
                 FindingFact(
-                    "known-malicious-feed", "critical", "malicious", f"{f.id}: {f.summary or ''}"
+                    "known-malicious-feed",
+                    "critical",
+                    "malicious",
+                    f"{h.fact.id}: {h.summary or ''}",
                 )
-                for f in hits
-                if f.id.startswith(MALICIOUS_PREFIX) and f.status == "affected"
+                for h in hits
+                if h.fact.id.startswith(MALICIOUS_PREFIX) and h.fact.status == "affected"
             )
         meta = (
             await self._metadata.learn(page)
@@ -497,8 +510,10 @@ class PolicyService:
             else {}
         )
         squats = self._squats(page.name) if policy.needs_scan else ()
+        posing = await self._impersonation(page, index) if policy.needs_scan else {}
+        squats += posing.get(None, ())
         per_version: dict[str | None, tuple[tuple[FindingFact, ...], bool, Any]] = {}
-        memo: dict[tuple[Any, ...], str | None] = {}  # version-level rule verdicts
+        memo: dict[Any, Any] = {}  # version-level and custom rules' verdicts
         out: dict[str, Decision] = {}
         for f in page.files:
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
@@ -509,7 +524,11 @@ class PolicyService:
             if shared is None:
                 approved_v = any(a.covers(page.name, fv) for a in approved)
                 exc_v = next((e for e in active if e.covers(page.name, fv)), None)
-                shared = (malicious.get(fv or "", ()) + squats, approved_v, exc_v)
+                shared = (
+                    malicious.get(fv or "", ()) + squats + posing.get(fv, ()),
+                    approved_v,
+                    exc_v,
+                )
                 per_version[fv] = shared
             base_findings, approved_v, exc = shared
             scanned = _scan_findings(scans.get((f.sha256 or "").lower())) if scans else ()
@@ -528,7 +547,7 @@ class PolicyService:
                 index=index,
                 approved=approved_v,
             )
-            decision = evaluate(policy, facts, now, memo)
+            decision = evaluate(policy, facts, now, memo, complete=complete)
             if not decision.allowed and exc is not None:
                 until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
                 decision = decision.excepted(
@@ -537,18 +556,35 @@ class PolicyService:
             out[f.filename] = decision
         return out
 
-    def _squats(self, name: str) -> tuple[FindingFact, ...]:
-        """Typosquat findings for a project name, against the popular-projects list (the
-        admin's refreshed list in the home when there is one, else the shipped one)."""
+    def popular(self) -> PopularNames:
+        """The popular-projects list: the admin's refreshed one in the home, else the shipped."""
         if self._popular is None:
             path = (
                 self._popular_path if self._popular_path and self._popular_path.exists() else None
             )
             self._popular = PopularNames.load(path)
+        return self._popular
+
+    def _squats(self, name: str) -> tuple[FindingFact, ...]:
+        """Typosquat findings for a project name, against the popular-projects list."""
         return tuple(
             FindingFact(f"typosquat:{s.technique}", s.severity, s.tier, s.message)
-            for s in check_name(name, self._popular)
+            for s in check_name(name, self.popular())
         )
+
+    async def _impersonation(
+        self, page: ProjectPage, index: str
+    ) -> dict[str | None, tuple[FindingFact, ...]]:
+        """Author-impersonation findings per version (None: every version), from the mirror
+        index each file comes from."""
+        if self.identity is None:
+            return {}
+        out: dict[str | None, tuple[FindingFact, ...]] = {}
+        for origin in {f.origin or index for f in page.files}:
+            for f in await self.identity.findings(origin, page.name):
+                fact = FindingFact(f.rule, f.severity, f.tier, f.message)
+                out[f.version] = (*out.get(f.version, ()), fact)
+        return out
 
     async def next_expiry(self, index: str) -> datetime | None:
         """When the earliest active exception of ``index`` ends (pages must re-decide then)."""

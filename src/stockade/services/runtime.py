@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,10 +17,13 @@ from stockade.adapters.http import make_client
 from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
+from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
+from stockade.services.environments import EnvironmentService
 from stockade.services.files import FileService
+from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
 from stockade.services.invalidation import FileInvalidation
 from stockade.services.metadata import MetadataService
@@ -43,7 +47,7 @@ class Runtime:
         self.store = open_store(settings.storage_url)
         self.invalidation = FileInvalidation(settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
-        self.audit = AuditLog(self.sessions)
+        self.audit = AuditLog(self.sessions, key_path=settings.home / "keys" / "audit-ed25519.pem")
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)
@@ -57,6 +61,10 @@ class Runtime:
             self.threats,
             popular_path=settings.home / "popular_pypi.txt",
         )
+        self.identity = IdentityService(
+            self.sessions, self.http, self.audit, self.changed, self.policies.popular
+        )
+        self.policies.identity = self.identity
         self.pages = PageService(
             settings,
             self.sessions,
@@ -66,6 +74,8 @@ class Runtime:
             self.audit,
             self.policies,
         )
+        self.pages.on_mirror_page = self.identity.observe_later
+        self.metadata.on_new = self.pages.clear_project
         self.files = FileService(
             settings,
             self.sessions,
@@ -84,6 +94,11 @@ class Runtime:
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
+        self.alerts = AlertService(
+            settings, self.sessions, self.vulns, self.tokens, self.audit, self.http
+        )
+        self.envs = EnvironmentService(self.sessions, self.store, self.vulns, self.audit)
+        self.envs.pages, self.envs.indexes, self.envs.alerts = self.pages, self.indexes, self.alerts
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -123,6 +138,7 @@ class Runtime:
         self.vulns.clear()
         self.policies.clear()
         self.threats.clear()
+        self.identity.clear()
         self.conda.clear()
 
     def changed(self) -> None:
@@ -143,6 +159,43 @@ class Runtime:
         self.audit.record("vulndb.sync", url=url, added=report.added, updated=report.updated)
         if report.added or report.updated:
             self.changed()
+            try:
+                await self.advisories_changed(report.changed)
+            except Exception as exc:  # alerts must not stop the sync schedule
+                log.warning("alerts after the sync failed: %s", exc)
+
+    async def advisories_changed(
+        self, ids: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """After an import or sync: alerts for affected downloads, and the environments that
+        contain a package of a changed advisory re-evaluated. (alerts, environment changes)"""
+        self.vulns.clear()
+        alerts = await self.alerts.after_import(ids)
+        if not ids:
+            return alerts, []
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        changes = await self.envs.reevaluate_packages(
+            await self.vulns.packages_of(ids), cause=f"advisories changed: {shown}"
+        )
+        await self.audit.flush()
+        return alerts, changes
+
+    async def curated(self, advisory: str, ecosystem: str, package: str) -> list[dict[str, Any]]:
+        """After a curation: environments containing the package re-evaluated."""
+        self.vulns.clear()
+        changes = await self.envs.reevaluate_packages(
+            [(ecosystem, package)], cause=f"curation of {advisory} for {package}"
+        )
+        await self.audit.flush()
+        return changes
+
+    async def policy_changed(self, index: str, version: int) -> list[dict[str, Any]]:
+        """After a policy change: environments bound to the index re-evaluated."""
+        self.policies.clear()
+        self.pages.clear(index)
+        changes = await self.envs.reevaluate_index(index, cause=f"policy of {index} v{version}")
+        await self.audit.flush()
+        return changes
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -153,6 +206,7 @@ class Runtime:
         await self.files.close()
         await self.conda.close()
         await self.threats.close()
+        await self.identity.close()
         await self.audit.close()
         await self.http.aclose()
         await self.engine.dispose()

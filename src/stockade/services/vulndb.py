@@ -18,6 +18,7 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from packaging.version import InvalidVersion
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stockade.core.policy.model import VulnFact
 from stockade.core.vulns.conda_names import CondaNames, shipped
-from stockade.core.vulns.match import CompiledAffected
+from stockade.core.vulns.match import CompiledAffected, VersionBatch
 from stockade.core.vulns.osv import Advisory, Affected, Event, OsvError, Range, parse_osv
 from stockade.db.models import (
     AdvisoryAliasRow,
@@ -138,6 +140,7 @@ class ImportReport:
     withdrawn: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    changed: list[str] = field(default_factory=list)  # ids added or updated
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -172,7 +175,7 @@ class Curation:
             return True
         if self.ecosystem == "PyPI":
             try:
-                return SpecifierSet(self.versions).contains(version, prereleases=True)
+                return _specifier(self.versions).contains(version, prereleases=True)
             except (InvalidSpecifier, InvalidVersion):
                 return False
         return version in {v.strip() for v in self.versions.split(",")}
@@ -240,6 +243,20 @@ class Finding:
                 "at": c.created_at.isoformat(),
             }
         return out
+
+
+@lru_cache(maxsize=4096)
+def _specifier(text: str) -> SpecifierSet:
+    return SpecifierSet(text)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyHit:
+    """An advisory affecting a version, as a policy reads it; shared by every version the
+    advisory affects alike (same curation), so a page of many versions builds few of them."""
+
+    fact: VulnFact
+    summary: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +438,7 @@ class VulnDB:
                 report.added += 1
             else:
                 report.updated += 1
+            report.changed.append(adv.id)
             if adv.withdrawn is not None:
                 report.withdrawn += 1
             existing[adv.id] = (digest, source)
@@ -634,6 +652,18 @@ class VulnDB:
                 out[adv_id].append(alias)
         return {k: tuple(sorted(v)) for k, v in out.items()}
 
+    async def packages_of(self, ids: Iterable[str]) -> set[tuple[str, str]]:
+        """(ecosystem, name) of every package these advisories name."""
+        wanted = sorted(set(ids))
+        out: set[tuple[str, str]] = set()
+        async with self._sessions() as s:
+            for i in range(0, len(wanted), 500):
+                q = select(AdvisoryPackageRow.ecosystem, AdvisoryPackageRow.name).where(
+                    AdvisoryPackageRow.advisory_id.in_(wanted[i : i + 500])
+                )
+                out.update((e, n) for e, n in (await s.execute(q)).tuples())
+        return out
+
     async def query(self, ecosystem: str, name: str, version: str) -> list[Finding]:
         return (await self.query_many([(ecosystem, name, version)]))[
             (*normalize_package(ecosystem, name), version)
@@ -642,24 +672,94 @@ class VulnDB:
     async def query_many(
         self, pins: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], list[Finding]]:
-        """Findings for many (ecosystem, name, version): lookups in the loaded snapshot."""
+        """Findings for many (ecosystem, name, version): lookups in the loaded snapshot.
+
+        The versions of one package are matched together: each advisory entry is checked
+        against all of them at once (sorted and bisected, see ``VersionBatch``).
+        """
         snap = await self._snapshot()
         result: dict[tuple[str, str, str], list[Finding]] = {}
+        todo: dict[tuple[str, str], list[str]] = {}
         for e, n, version in pins:
             eco, name = normalize_package(e, n)
             key = (eco, name, version)
             findings = snap.matches.get(key)
             if findings is None:
-                findings = []
-                for entry, via in self._candidates(snap, eco, name):
-                    if entry.compiled().affects(version):
-                        findings.append(self._finding(snap, entry, eco, name, version, via))
+                todo.setdefault((eco, name), []).append(version)
+            else:
+                result[key] = list(findings)
+        for (eco, name), listed in todo.items():
+            versions = list(dict.fromkeys(listed))
+            found: list[list[Finding]] = [[] for _ in versions]
+            for entry, via, indices in self._matches(snap, eco, name, versions):
+                for i in indices:
+                    found[i].append(self._finding(snap, entry, eco, name, versions[i], via))
+            if len(snap.matches) + len(versions) > MATCH_CACHE_MAX:
+                snap.matches.clear()
+            for version, findings in zip(versions, found, strict=True):
                 findings.sort(key=lambda f: (-(f.score or 0.0), f.id))
-                if len(snap.matches) >= MATCH_CACHE_MAX:
-                    snap.matches.clear()
-                snap.matches[key] = findings
-            result[key] = list(findings)
+                snap.matches[(eco, name, version)] = findings
+                result[(eco, name, version)] = list(findings)
         return result
+
+    async def policy_hits(
+        self, ecosystem: str, name: str, versions: Iterable[str]
+    ) -> dict[str, tuple[PolicyHit, ...]]:
+        """What a policy needs to know of the advisories affecting each version of a package:
+        ``query_many()``'s verdicts (feed overlaid with the newest covering curation), built
+        once per advisory and curation rather than once per version, highest score first."""
+        snap = await self._snapshot()
+        eco, norm = normalize_package(ecosystem, name)
+        ordered = list(dict.fromkeys(versions))
+        found: list[list[PolicyHit]] = [[] for _ in ordered]
+        for entry, via, indices in self._matches(snap, eco, norm, ordered):
+            m = entry.meta
+            curs = snap.curations.get((m.id, *via))
+            if not curs:  # the feed decides: one hit shared by every affected version
+                hit = PolicyHit(
+                    VulnFact(m.id, m.rating, m.score, "affected", entry.fixed, m.published),
+                    m.summary,
+                )
+                for i in indices:
+                    found[i].append(hit)
+                continue
+            shared: dict[int, PolicyHit] = {}
+            for i in indices:
+                cur = next((c for c in curs if c.covers(ordered[i])), None)
+                if cur is not None and cur.status == "feed":
+                    cur = None
+                key = cur.id if cur is not None else -1
+                hit = shared.get(key)  # type: ignore[assignment]
+                if hit is None:
+                    score, rating = m.score, m.rating
+                    if cur is not None and (cur.severity_rating or cur.severity_score is not None):
+                        score = cur.severity_score if cur.severity_score is not None else score
+                        rating = cur.severity_rating or rating
+                    status = cur.status if cur is not None else "affected"
+                    fact = VulnFact(m.id, rating, score, status, entry.fixed, m.published)
+                    hit = shared[key] = PolicyHit(fact, m.summary)
+                found[i].append(hit)
+        out: dict[str, tuple[PolicyHit, ...]] = {}
+        for version, hits in zip(ordered, found, strict=True):
+            if len(hits) > 1:
+                hits.sort(key=lambda h: (-(h.fact.score or 0.0), h.fact.id))
+            out[version] = tuple(hits)
+        return out
+
+    def _matches(
+        self, snap: _Snapshot, eco: str, name: str, versions: list[str]
+    ) -> Iterator[tuple[_Entry, tuple[str, str], set[int]]]:
+        """Every advisory entry that affects some of ``versions``: the entry, the package it
+        names, and the indices of the versions it affects."""
+        batches: dict[int, VersionBatch] = {}
+        for entry, via in self._candidates(snap, eco, name):
+            compiled = entry.compiled()
+            batch = batches.get(id(compiled.scheme))
+            if batch is None:
+                batch = batches[id(compiled.scheme)] = VersionBatch(compiled.scheme, versions)
+            indices = compiled.matching(batch)
+            if indices:
+                yield entry, via, indices
 
     @staticmethod
     def _candidates(

@@ -49,6 +49,7 @@ from stockade.services.runtime import Runtime
 from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
+from stockade.web import sbom_routes
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 
@@ -562,19 +563,81 @@ async def api_file(request: Request) -> Response:
 
 
 async def api_audit(request: Request) -> Response:
+    """Audit events, newest first: ?limit=&since=&until=&actor=&team=&index=&project=&action=&
+    outcome= (since/until: a duration back such as 7d, or an ISO date)."""
+    from stockade.core.auth import parse_when as when
+    from stockade.services.audit import query_events
+
     await _admin(request)
     runtime = rt(request)
     await runtime.audit.flush()
     q = request.query_params
-    async with runtime.sessions() as s:
-        events = await repo.list_audit(
-            s,
-            limit=min(int(q.get("limit", "100")), 10_000),
+    try:
+        limit = min(int(q.get("limit", "100")), 10_000)
+    except ValueError:
+        raise InvalidRequest("limit must be a number", "?limit=100") from None
+    actors: set[str] | None = None
+    if q.get("team"):
+        await runtime.teams.show(q["team"])
+        actors = {t.info.id for t in await runtime.tokens.list(team=q["team"])}
+    if q.get("actor"):
+        actors = {q["actor"]} if actors is None else actors & {q["actor"]}
+    events = [
+        e
+        async for e in query_events(
+            runtime.sessions,
+            since=when(q.get("since"), "since"),
+            until=when(q.get("until"), "until"),
+            actors=actors,
+            index=q.get("index"),
+            project=q.get("project"),
             action=q.get("action"),
-            actor=q.get("actor"),
-            index_name=q.get("index"),
+            outcome=q.get("outcome"),
+            limit=limit,
+            newest_first=True,
         )
+    ]
     return _json(events)
+
+
+async def api_audit_verify(request: Request) -> Response:
+    """The audit hash chain and checkpoints checked now: {"ok", "first_break", …}."""
+    await _admin(request)
+    runtime = rt(request)
+    await runtime.audit.flush()
+    return _json((await runtime.audit.verify()).as_dict())
+
+
+async def api_report_ssdf(request: Request) -> Response:
+    """NIST SSDF evidence for ?from=&to= (dates or durations back; default the last 30 days),
+    as JSON or, with ?format=html, a page."""
+    from datetime import timedelta
+
+    from stockade.core.auth import parse_when
+    from stockade.services.ssdf import SsdfReport, render_html
+
+    await _admin(request)
+    runtime = rt(request)
+    q = request.query_params
+    until = parse_when(q.get("to"), "to") or repo.utcnow()
+    since = parse_when(q.get("from"), "from") or until - timedelta(days=30)
+    report = await SsdfReport(runtime.sessions, runtime.audit).build(since, until)
+    if q.get("format") == "html":
+        return Response(render_html(report), media_type="text/html; charset=utf-8")
+    return _json(report)
+
+
+async def api_vuln_downloads(request: Request) -> Response:
+    """Who downloaded versions an advisory affects (vulnerability response)."""
+    from stockade.services.response import affected_downloads
+
+    await _admin(request)
+    runtime = rt(request)
+    await runtime.audit.flush()
+    found = await affected_downloads(
+        runtime.sessions, runtime.vulns, runtime.tokens, request.path_params["ident"]
+    )
+    return _json(found)
 
 
 async def _reader(request: Request) -> TokenInfo:
@@ -639,6 +702,7 @@ async def api_curate(request: Request) -> Response:
         reason=c.reason,
     )
     runtime.changed()
+    await runtime.curated(c.advisory_id, c.ecosystem, c.package)
     return _json(c.as_dict(), 201)
 
 
@@ -674,6 +738,7 @@ async def api_policy(request: Request) -> Response:
     made = await runtime.policies.set(index.name, text, author)
     runtime.audit.record("policy.set", actor=author, index=index.name, version=made.version)
     runtime.changed()
+    await runtime.policy_changed(index.name, made.version)
     return _json(made.as_dict(), 201)
 
 
@@ -688,8 +753,10 @@ async def api_policy_explain(request: Request) -> Response:
     project = request.query_params.get("project")
     if not project:
         raise InvalidRequest("project is required", "?project=requests&version=2.19.0")
-    served = await rt(request).pages.project_page(index, canonicalize_name(project))
-    return _json(served.explain(request.query_params.get("version")))
+    rows = await rt(request).pages.explain(
+        index, canonicalize_name(project), request.query_params.get("version")
+    )
+    return _json(rows)
 
 
 async def api_policy_test(request: Request) -> Response:
@@ -823,6 +890,105 @@ async def api_scan_report(request: Request) -> Response:
     return _json(got.as_dict())
 
 
+async def api_identity(request: Request) -> Response:
+    """Publishers, owners and author-impersonation findings of a project on a mirror index."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    if index.kind is not IndexKind.MIRROR:
+        raise InvalidRequest(
+            f"index {index.name!r} is a {index.kind.value} index",
+            "identities are recorded for mirror indexes; ask the mirror",
+        )
+    project = canonicalize_name(request.path_params["project"])
+    return _json(await rt(request).identity.report(index.name, project))
+
+
+async def _env_token(request: Request, team: str | None, needed: Scope) -> TokenInfo:
+    """Environments belong to teams: a token of the team with the scope, or an admin token
+    on every index (no team)."""
+    token = await identify(request)
+    now = repo.utcnow()
+    if token is None or token.revoked_at is not None or token.is_expired(now):
+        raise AuthError("a valid token is required", "send a team token (basic auth __token__)")
+    if (
+        token.team is None
+        and token.index_name == auth.ALL_INDEXES
+        and token.scope.allows(Scope.ADMIN)
+    ):
+        return token
+    if team is not None and token.team == team and token.scope.allows(needed):
+        return token
+    raise Forbidden(
+        f"token {token.id} may not {needed.value} environments of team {team!r}",
+        "use a token of that team (stockade token create --team TEAM) or an admin token",
+    )
+
+
+async def api_envs(request: Request) -> Response:
+    """GET the newest version of every environment the token may see (?team=)."""
+    runtime = rt(request)
+    team = request.query_params.get("team")
+    token = await identify(request)
+    if token is not None and token.team is not None:
+        team = token.team  # a team token sees its team's environments only
+    await _env_token(request, team, Scope.READ)
+    return _json([v.as_dict(packages=False) for v in await runtime.envs.latest(team)])
+
+
+async def api_env(request: Request) -> Response:
+    """GET the versions of TEAM/NAME; POST a lock file (?filename=&index=&note=) as the next
+    version."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    ref = f"{team}/{name}"
+    if request.method == "GET":
+        await _env_token(request, team, Scope.READ)
+        return _json([v.as_dict(packages=False) for v in await runtime.envs.versions(ref)])
+    token = await _env_token(request, team, Scope.WRITE)
+    q = request.query_params
+    filename = q.get("filename")
+    if not filename:
+        raise InvalidRequest(
+            "filename is required (it tells the format)", "?filename=uv.lock or requirements.txt"
+        )
+    from stockade.core.lockfiles import MAX_FILE_SIZE
+
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FILE_SIZE:
+            raise PayloadTooLarge(
+                f"the lock file exceeds {MAX_FILE_SIZE} bytes", "push the lock file, not an archive"
+            )
+    made = await runtime.envs.push(
+        ref, filename, bytes(body), index=q.get("index"), author=token.id, note=q.get("note")
+    )
+    await runtime.audit.flush()
+    return _json(made.as_dict(), 201)
+
+
+async def api_env_version(request: Request) -> Response:
+    """GET one version with its packages, problems and status history."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    await _env_token(request, team, Scope.READ)
+    ref = f"{team}/{name}@{request.path_params['version']}"
+    got = await runtime.envs.get(ref)
+    return _json({**got.as_dict(), "history": await runtime.envs.history(ref)})
+
+
+async def api_env_file(request: Request) -> Response:
+    """GET the stored lock file of a version, byte for byte."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    await _env_token(request, team, Scope.READ)
+    got, body = await runtime.envs.pull(f"{team}/{name}@{request.path_params['version']}")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{got.filename}"'},
+    )
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -950,12 +1116,21 @@ def create_app(settings: Settings) -> Any:
             methods=["DELETE"],
         ),
         Route("/api/v1/scans/{sha256}", api_scan_report),
+        Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
+        Route("/api/v1/audit/verify", api_audit_verify),
+        Route("/api/v1/envs", api_envs),
+        Route("/api/v1/envs/{team}/{name}", api_env, methods=["GET", "POST"]),
+        Route("/api/v1/envs/{team}/{name}/{version:int}", api_env_version),
+        Route("/api/v1/envs/{team}/{name}/{version:int}/file", api_env_file),
+        Route("/api/v1/reports/ssdf", api_report_ssdf),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),
         Route("/api/v1/vulns/{ident}", api_vuln),
+        Route("/api/v1/vulns/{ident}/downloads", api_vuln_downloads),
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
+        *sbom_routes.ROUTES,
     ]
     from stockade.web.conda import routes as conda_routes  # it imports this module
 

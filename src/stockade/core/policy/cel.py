@@ -71,7 +71,7 @@ sdist.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -316,25 +316,52 @@ def facts_for(
     findings: Sequence[Mapping[str, Any]],
     provenance: bool | None,
     index: str,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The activation for :meth:`CelProgram.evaluate`: every fact in :data:`FACT_TYPES`, with
-    unknowns as the documented sentinels and only values CEL converts (lists, not tuples).
-    Naive datetimes are taken as UTC. ``vulns`` entries are read by the keys id, severity,
-    score, status, fixed; ``findings`` entries by rule, severity, tier, message."""
-    cel_vulns = [_vuln(v) for v in vulns]
-    return {
-        "name": canonicalize_name(name),
-        "version": _text(version),
-        "filename": filename,
-        "kind": kind if kind in KINDS else "other",
-        "size": -1 if size is None else int(size),
-        "upload_time": _timestamp(upload_time),
-        "age_days": _number(age_days),
-        "yanked": bool(yanked),
-        "license": _text(license),
-        "vulns": cel_vulns,
-        "max_severity": _max_severity(cel_vulns),
-        "findings": [{k: _text(f.get(k)) for k in _FINDING_KEYS} for f in findings],
-        "provenance": bool(provenance),
-        "index": index,
-    }
+    """The activation for :meth:`CelProgram.evaluate`: every fact in :data:`FACT_TYPES` (or
+    only those in ``only``: see :func:`referenced`), with unknowns as the documented sentinels
+    and only values CEL converts (lists, not tuples). Naive datetimes are taken as UTC.
+    ``vulns`` entries are read by the keys id, severity, score, status, fixed; ``findings``
+    entries by rule, severity, tier, message."""
+    out: dict[str, Any] = {}
+    cel_vulns: list[dict[str, Any]] | None = None
+    for key in FACT_TYPES if only is None else only:
+        if key == "name":
+            out[key] = canonicalize_name(name)
+        elif key == "version":
+            out[key] = _text(version)
+        elif key == "filename":
+            out[key] = filename
+        elif key == "kind":
+            out[key] = kind if kind in KINDS else "other"
+        elif key == "size":
+            out[key] = -1 if size is None else int(size)
+        elif key == "upload_time":
+            out[key] = _timestamp(upload_time)
+        elif key == "age_days":
+            out[key] = _number(age_days)
+        elif key == "yanked":
+            out[key] = bool(yanked)
+        elif key == "license":
+            out[key] = _text(license)
+        elif key in ("vulns", "max_severity"):
+            if cel_vulns is None:
+                cel_vulns = [_vuln(v) for v in vulns]
+            out[key] = cel_vulns if key == "vulns" else _max_severity(cel_vulns)
+        elif key == "findings":
+            out[key] = [{k: _text(f.get(k)) for k in _FINDING_KEYS} for f in findings]
+        elif key == "provenance":
+            out[key] = bool(provenance)
+        elif key == "index":
+            out[key] = index
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def referenced(expression: str) -> frozenset[str]:
+    """The facts an expression may read: every fact whose name occurs in it as a word. A
+    superset (a word inside a string literal or a field name counts too), never fewer: CEL
+    reads a variable only by writing its name, so the activation can leave the rest out."""
+    return frozenset(w for w in _WORD.findall(expression) if w in FACT_TYPES)

@@ -52,16 +52,19 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 
-from stockade.core.policy.cel import FACT_TYPES, CelError, compile_rule, facts_for
+from stockade.core.policy.cel import FACT_TYPES, CelError, compile_rule, facts_for, referenced
 from stockade.core.policy.licenses import LicenseMatcher
+from stockade.core.vulns.versions import PYPI
 from stockade.errors import InvalidRequest
 
 RATINGS = ("none", "low", "medium", "high", "critical")
@@ -96,8 +99,8 @@ class FindingFact:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
+@dataclass(slots=True)
+class FileFacts:  # not frozen: built once per file of every page decision, construction matters
     project: str  # PEP 503 normalized
     version: str | None
     filename: str
@@ -180,6 +183,16 @@ class Policy:
     rules: tuple[Rule, ...]
     text: str = ""
     show_blocked: bool = True  # blocked_files = "yanked" (default) | "hidden"
+    # The rules by how evaluate() treats them: version-level, per file, custom (CEL).
+    by_cost: tuple[tuple[Rule, ...], tuple[Rule, ...], tuple[Rule, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        version = tuple(r for r in self.rules if r.kind in _VERSION_LEVEL)
+        custom = tuple(r for r in self.rules if r.kind == "custom")
+        per_file = tuple(r for r in self.rules if r not in version and r not in custom)
+        object.__setattr__(self, "by_cost", (version, per_file, custom))
 
     @property
     def time_based(self) -> bool:
@@ -200,6 +213,10 @@ class Policy:
         ]
         later = [e for e in ends if e > now]
         return min(later) if later else None
+
+    @property
+    def has_custom(self) -> bool:
+        return any(r.kind == "custom" for r in self.rules)
 
     @property
     def needs_scan(self) -> bool:
@@ -299,6 +316,7 @@ def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule
         if days < 0:
             raise PolicyError(f"{where}: min_days must not be negative")
         opts["min_days"] = float(days)
+        opts["min_age"] = timedelta(days=float(days))
     elif kind == "yanked":
         action = _take(raw, "action", str, "hide", where)
         if action not in ("hide", "serve"):
@@ -328,9 +346,7 @@ def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule
         expression = _take(raw, "block_if", str, "", where)
         if not expression.strip():
             raise PolicyError(f"{where}: a custom rule needs block_if = '<CEL expression>'")
-        opts["uses"] = frozenset(
-            n for n in ("vulns", "max_severity", "findings") if n in expression
-        )
+        opts["uses"] = tuple(sorted(referenced(expression)))
         try:
             opts["program"] = compile_rule(expression)
         except CelError as exc:
@@ -358,7 +374,7 @@ class _Pattern:
         if version is None:
             return False
         try:
-            return self.spec.contains(Version(version), prereleases=True)
+            return self.spec.contains(PYPI.parse(version), prereleases=True)
         except InvalidVersion:
             return False
 
@@ -393,123 +409,227 @@ def evaluate(
     policy: Policy,
     facts: FileFacts,
     now: datetime,
-    memo: dict[tuple[Any, ...], str | None] | None = None,
+    memo: dict[Any, Any] | None = None,
+    *,
+    complete: bool = True,
 ) -> Decision:
     """Every rule's verdict on one file; blocked when an enforcing rule objects.
 
     ``memo`` (one dict per page decision) reuses the verdicts of version-level rules across the
-    files of a version; the facts given for files of one version must then share one ``vulns``
-    tuple object.
+    files of a version, and custom rules' verdicts across files with the same facts they read;
+    the facts given for files of one version must then share one ``vulns`` tuple object.
+    ``complete=False`` (serving a page) skips the custom (CEL) rules of a file that another
+    enforcing rule already blocks: the outcome is the same, the reasons list fewer rules;
+    ``policy explain`` asks for every rule.
     """
-    blocks: list[Reason] = []
-    warnings: list[Reason] = []
-    project = canonicalize_name(facts.project)
-    for rule in policy.rules:
-        if memo is not None and rule.kind in _VERSION_LEVEL:
-            key = (
-                rule.index,
-                project,
-                facts.version,
-                id(facts.vulns),
-                facts.license,
-                facts.license_known,
-                facts.approved,
+    project = _canonical(facts.project)
+    version_rules, file_rules, custom_rules = policy.by_cost
+    reasons: list[Reason] = []
+    if memo is None:
+        file_rules = version_rules + file_rules
+    elif version_rules:
+        vkey = (
+            _VERSION_KEY,
+            project,
+            facts.version,
+            id(facts.vulns),
+            facts.license,
+            facts.license_known,
+            facts.approved,
+        )
+        shared = memo.get(vkey)
+        if shared is None:
+            shared = memo[vkey] = tuple(
+                r
+                for rule in version_rules
+                if (r := _reason(rule, _check(rule, facts, project, now))) is not None
             )
-            if key in memo:
-                message = memo[key]
-            else:
-                message = memo[key] = _check(rule, facts, project, now)
-        else:
-            message = _check(rule, facts, project, now)
-        if message is None:
-            continue
-        requestable = rule.kind == "names" and message.endswith(NOT_ALLOWED)
-        reason = Reason(rule.index, rule.kind, rule.mode, message, requestable)
-        (blocks if rule.mode == "enforce" else warnings).append(reason)
-    return Decision(not blocks, tuple(blocks), tuple(warnings))
+        reasons.extend(shared)
+    for rule in file_rules:
+        message = _check(rule, facts, project, now)
+        if message is not None:
+            reasons.append(_reason_for(rule, message))
+    if custom_rules and (complete or not any(r.mode == "enforce" for r in reasons)):
+        for rule in custom_rules:
+            activation = cel_facts(facts, now, rule.options["uses"])
+            if memo is None:
+                message = _custom(rule, activation)
+            else:  # the verdict is a function of the facts the expression reads
+                key = (rule.index, _CUSTOM_KEY, *_cel_key(activation, facts))
+                if key in memo:
+                    message = memo[key]
+                else:
+                    message = memo[key] = _custom(rule, activation)
+            if message is not None:
+                reasons.append(_reason_for(rule, message))
+    if not reasons:
+        return _ALLOWED
+    if memo is not None:  # files that end with the same reasons share one Decision
+        dkey = (_DECISION_KEY, *reasons)
+        known = memo.get(dkey)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+    if len(reasons) > 1:
+        reasons.sort(key=lambda r: r.rule)
+    blocks = tuple(r for r in reasons if r.mode == "enforce")
+    warnings = tuple(r for r in reasons if r.mode != "enforce")
+    decision = Decision(not blocks, blocks, warnings)
+    if memo is not None:
+        memo[dkey] = decision
+    return decision
 
 
-def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+_ALLOWED = Decision(True)
+_DECISION_KEY = object()  # memo keys of whole decisions
+_VERSION_KEY = object()  # memo keys of the version-level verdicts
+_CUSTOM_KEY = object()  # memo keys of custom rules' verdicts
+
+
+@lru_cache(maxsize=4096)
+def _canonical(name: str) -> str:
+    return canonicalize_name(name)
+
+
+def _reason(rule: Rule, message: str | None) -> Reason | None:
+    return None if message is None else _reason_for(rule, message)
+
+
+def _reason_for(rule: Rule, message: str) -> Reason:
+    requestable = rule.kind == "names" and message.endswith(NOT_ALLOWED)
+    return Reason(rule.index, rule.kind, rule.mode, message, requestable)
+
+
+def _check_vulnerabilities(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
     o = rule.options
-    if rule.kind == "vulnerabilities":
-        hits = []
-        for v in facts.vulns:
-            if v.status not in ("affected", "under_investigation"):
-                continue
-            if o["severity"] != "any":
-                if v.severity is None:
-                    if o["unknown_severity"] != "block":
-                        continue
-                elif RATINGS.index(v.severity) < RATINGS.index(o["severity"]):
+    hits = []
+    for v in facts.vulns:
+        if v.status not in ("affected", "under_investigation"):
+            continue
+        if o["severity"] != "any":
+            if v.severity is None:
+                if o["unknown_severity"] != "block":
                     continue
-            if o["only_fixed"] and not v.fixed_versions:
+            elif RATINGS.index(v.severity) < RATINGS.index(o["severity"]):
                 continue
-            fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
-            if o["grace_days"] and fresh:
-                continue
-            sev = (v.severity or "severity unknown") + (
-                f", CVSS {v.score}" if v.score is not None else ""
-            )
-            fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
-            hits.append(f"{v.id} ({sev}) ≥ {o['severity']}{fix}")
-        return "; ".join(hits) if hits else None
-    if rule.kind == "names":
-        for p in o["deny"]:
-            if p.matches(project, facts.version):
-                return f"{project} {facts.version or ''} matches deny pattern {p.text!r}".strip()
-        if (
-            o["allow_only"]
-            and not facts.approved
-            and not any(p.matches(project, facts.version) for p in o["allow"])
-        ):
-            return f"{project} {facts.version or ''} {NOT_ALLOWED}"
-        return None
-    if rule.kind == "age":
-        if facts.upload_time is None or not o["min_days"]:
-            return None
-        age = now - facts.upload_time
-        if age < timedelta(days=o["min_days"]):
-            return (
-                f"published {age.total_seconds() / 86400:.1f} days ago, quarantine is "
-                f"{o['min_days']:g} days"
-            )
-        return None
-    if rule.kind == "yanked":
-        if facts.yanked and o["action"] == "hide":
-            return "the release is yanked"
-        return None
-    if rule.kind == "license":
-        if facts.license is None:
-            if o["unknown"] == "allow":
-                return None
-            if facts.license_known:
-                return "no licence in the metadata (unknown = block)"
-            return "licence not known yet: the metadata has not been read (unknown = block)"
-        verdict = o["matcher"].check(facts.license)
-        return None if verdict.status == "ok" else verdict.message
-    if rule.kind == "threats":
-        found = [f for f in facts.findings if f.tier in o["block"]]
-        if not found:
-            return None
-        return "; ".join(f"{f.tier}: {f.rule} ({f.message})" for f in found[:5])
-    if rule.kind == "custom":
-        try:
-            matched = o["program"].evaluate(cel_facts(facts, now, o["uses"]))
-        except CelError as exc:  # fail closed: a rule that cannot decide does not allow
-            return f"{o['name']} could not be evaluated: {exc}"
-        if not matched:
-            return None
-        return o["message"] or f"{o['name']} matched: {o['program'].expression}"
+        if o["only_fixed"] and not v.fixed_versions:
+            continue
+        fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
+        if o["grace_days"] and fresh:
+            continue
+        sev = (v.severity or "severity unknown") + (
+            f", CVSS {v.score}" if v.score is not None else ""
+        )
+        fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
+        hits.append(f"{v.id} ({sev}) ≥ {o['severity']}{fix}")
+    return "; ".join(hits) if hits else None
+
+
+def _check_names(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    for p in o["deny"]:
+        if p.matches(project, facts.version):
+            return f"{project} {facts.version or ''} matches deny pattern {p.text!r}".strip()
+    if (
+        o["allow_only"]
+        and not facts.approved
+        and not any(p.matches(project, facts.version) for p in o["allow"])
+    ):
+        return f"{project} {facts.version or ''} {NOT_ALLOWED}"
     return None
 
 
+def _check_age(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    if facts.upload_time is None or not o["min_days"]:
+        return None
+    age = now - facts.upload_time
+    if age < o["min_age"]:
+        return (
+            f"published {age.total_seconds() / 86400:.1f} days ago, quarantine is "
+            f"{o['min_days']:g} days"
+        )
+    return None
+
+
+def _check_yanked(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    if facts.yanked and o["action"] == "hide":
+        return "the release is yanked"
+    return None
+
+
+def _check_license(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    if facts.license is None:
+        if o["unknown"] == "allow":
+            return None
+        if facts.license_known:
+            return "no licence in the metadata (unknown = block)"
+        return "licence not known yet: the metadata has not been read (unknown = block)"
+    verdict = o["matcher"].check(facts.license)
+    return None if verdict.status == "ok" else verdict.message
+
+
+def _check_threats(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    found = [f for f in facts.findings if f.tier in o["block"]]
+    if not found:
+        return None
+    return "; ".join(f"{f.tier}: {f.rule} ({f.message})" for f in found[:5])
+
+
+def _check_custom(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    return _custom(rule, cel_facts(facts, now, rule.options["uses"]))
+
+
+_CHECKS = {
+    "vulnerabilities": _check_vulnerabilities,
+    "names": _check_names,
+    "age": _check_age,
+    "yanked": _check_yanked,
+    "license": _check_license,
+    "threats": _check_threats,
+    "custom": _check_custom,
+}
+
+
+def _check(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    check = _CHECKS.get(rule.kind)
+    return None if check is None else check(rule, facts, project, now)
+
+
+def _custom(rule: Rule, activation: dict[str, Any]) -> str | None:
+    o = rule.options
+    try:
+        matched = o["program"].evaluate(activation)
+    except CelError as exc:  # fail closed: a rule that cannot decide does not allow
+        return f"{o['name']} could not be evaluated: {exc}"
+    if not matched:
+        return None
+    return o["message"] or f"{o['name']} matched: {o['program'].expression}"
+
+
+def _cel_key(activation: dict[str, Any], facts: FileFacts) -> tuple[Any, ...]:
+    """What a CEL verdict depends on, hashable: scalar facts by value, the vulnerability list
+    by the identity of the tuple shared by a version's files (as the version-level memo),
+    findings by value."""
+    out: list[Any] = []
+    for name, value in activation.items():
+        if name in ("vulns", "max_severity"):
+            out.append(id(facts.vulns))
+        elif name == "findings":
+            out.append(facts.findings)
+        else:
+            out.append(value)
+    return tuple(out)
+
+
 def cel_facts(
-    facts: FileFacts, now: datetime, uses: frozenset[str] = frozenset({"vulns", "findings"})
+    facts: FileFacts, now: datetime, uses: Collection[str] | None = None
 ) -> dict[str, Any]:
-    """The CEL activation for one file (see core.policy.cel for the schema). Lists the
-    expression never names (``uses``) are left empty: building them is most of the cost."""
+    """The CEL activation for one file (see core.policy.cel for the schema): every fact, or
+    only those in ``uses`` (the facts the expression names; building the rest is waste)."""
     age = (now - facts.upload_time).total_seconds() / 86400 if facts.upload_time else None
-    wants_vulns = bool(uses & {"vulns", "max_severity"})
     return facts_for(
         name=facts.project,
         version=facts.version,
@@ -528,12 +648,13 @@ def cel_facts(
                 "status": v.status,
                 "fixed": list(v.fixed_versions),
             }
-            for v in (facts.vulns if wants_vulns else ())
+            for v in (facts.vulns if uses is None or {"vulns", "max_severity"} & set(uses) else ())
         ],
         findings=[
             {"rule": f.rule, "severity": f.severity, "tier": f.tier, "message": f.message}
-            for f in (facts.findings if "findings" in uses else ())
+            for f in (facts.findings if uses is None or "findings" in uses else ())
         ],
         provenance=facts.provenance,
         index=facts.index,
+        only=uses,
     )

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from stockade.core.threats.decode import Folder, Marshalled, b64_text, printable_strings
-from stockade.core.threats.rules import CONTEXTS, RuleSet
+from stockade.core.threats.rules import CONTEXTS, EAGER, RuleSet
 from stockade.core.threats.strings import StringMatcher, entropy, shell_normalize
 
 __all__ = ["Event", "PyResult", "Scope", "analyze_python", "snippet_of"]
 
 _BUILTIN_NAMES: Final = frozenset(dir(builtins)) | {"__builtins__", "execfile", "file", "unicode"}
 _RANK: Final = {c: i for i, c in enumerate(CONTEXTS)}
+_EAGER_CTX: Final = EAGER
 _NARROW: Final = frozenset({"get", "__getitem__", "pop", "setdefault", "getenv"})
 _COMMAND_BASES: Final = re.compile(
     r"^(?:setuptools\.command\.|distutils\.command\.|setuptools\.Command$|distutils\.core\.Command$"
@@ -155,6 +156,18 @@ _SEND_METHODS: Final = frozenset(
     }
 )
 _ENDPOINTS: Final = frozenset({"webhook", "exfil_host", "ip_url"})
+_CALLBACK_TAKERS: Final = frozenset(
+    {
+        "Thread",
+        "Timer",
+        "Process",
+        "register",
+        "submit",
+        "start_new_thread",
+        "call_soon",
+        "apply_async",
+    }
+)
 _ENDPOINT_LABELS: Final = frozenset(
     {"url", "domain", "webhook", "exfil_host", "ip_url", "ip_lookup", "exe_name"}
 )
@@ -192,6 +205,12 @@ _DANGEROUS_MODULES: Final = frozenset(
         "pty",
         "shutil",
     }
+)
+_SETUP_CALLS: Final = frozenset(
+    {"setuptools.setup", "distutils.core.setup", "setuptools.__init__.setup"}
+)
+_ASSUMED_MODULES: Final = frozenset(
+    {"os", "subprocess", "socket", "requests", "urllib", "base64", "zlib", "marshal", "shutil"}
 )
 _SENSITIVE_BUILTINS: Final = frozenset(
     {"exec", "eval", "compile", "__import__", "getattr", "open", "execfile", "globals", "vars"}
@@ -324,6 +343,8 @@ _GATE_LITERALS: Final = (
     ".bashrc\x01",
     ".profile\x01",
     "clipboard\x01",
+    ".tool(",
+    ".tool\n",
 )
 
 
@@ -437,6 +458,10 @@ class PyResult:
     exec_files: list[tuple[str, int, int | None]] = field(default_factory=list)
     imported: set[str] = field(default_factory=set)  # first components of imported modules
     payloads: int = 0
+    # calls to imported names from code that runs eagerly: (dotted name, context); the
+    # scanner maps them to modules of the same distribution (cross-module entry points)
+    calls_out: list[tuple[str, str]] = field(default_factory=list)
+    salvaged: bool = False  # parsed only after statements that do not parse were dropped
 
 
 @dataclass(slots=True)
@@ -542,6 +567,8 @@ class _Analyzer:
         self._tag_counts: dict[tuple[str, frozenset[str]], int] = {}
         self.folder = Folder(self._lookup_value_for, self._resolve_for_folder, ctx.fold_budget)
         self.children: list[tuple[PyResult, int]] = []  # payload results, calling scope
+        self._ext_calls: dict[str, int] = {}  # imported dotted name called -> calling scope
+        self.salvaged = False
 
     # ------------------------------------------------------------------ helpers
     def _line(self, node: ast.AST) -> tuple[int | None, str]:
@@ -685,6 +712,8 @@ class _Analyzer:
                 fctx = "install" if setup_like else "runtime"
                 for d in node.decorator_list:
                     push((d, scope, None))
+                if node.decorator_list and self.depth == 0:
+                    self._tool_description(node, scope)
             if cls is not None and self._is_command_class(self.class_nodes[cls], scope):
                 fctx = "install"
             if self.scopes[scope].context == "test":
@@ -776,6 +805,29 @@ class _Analyzer:
         elif isinstance(node, ast.Return | ast.Yield | ast.YieldFrom) and node.value is not None:
             self.returns.setdefault(scope, []).append(node.value)
         return False
+
+    def _tool_description(self, node: ast.FunctionDef | ast.AsyncFunctionDef, scope: int) -> None:
+        """An AI-agent tool (``@mcp.tool()``, ``@server.tool``): its docstring or description
+        is read by the model as instructions, a channel for hidden orders (tool poisoning)."""
+        texts: list[str] = []
+        for d in node.decorator_list:
+            f = d.func if isinstance(d, ast.Call) else d
+            name = (
+                f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            )
+            if name not in ("tool", "prompt", "resource"):
+                continue
+            if isinstance(d, ast.Call):
+                for k in d.keywords:
+                    if k.arg == "description" and isinstance(k.value, ast.Constant):
+                        texts.append(str(k.value.value))
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                texts.append(doc)
+        for t in texts:
+            labels = self.c.matcher.labels(t[:8192])
+            if labels:
+                self._emit("tool_description", labels, node, scope)
 
     def _is_command_class(self, cls: ast.ClassDef, scope: int) -> bool:
         saved = self._cur
@@ -898,7 +950,11 @@ class _Analyzer:
                     return f"{mod}.{n}" if mod else None
                 if n in ("__builtins__", "builtins"):
                     return "builtins"
-                return f"builtins.{n}" if n in _BUILTIN_NAMES else None
+                if n in _BUILTIN_NAMES:
+                    return f"builtins.{n}"
+                # a well-known module used without its import (``from requests import get``
+                # then ``requests.get(...)``): what the author meant is plain
+                return n if n in _ASSUMED_MODULES and self.depth == 0 else None
             _sid, bs = hit
             kinds = {b.kind for b in bs}
             if kinds == {"import"}:
@@ -1076,6 +1132,9 @@ class _Analyzer:
         if isinstance(node, ast.Compare | ast.Lambda | ast.FunctionDef):
             return frozenset()
         out = set()
+        if isinstance(node, ast.ListComp | ast.GeneratorExp) and _char_mapping(node):
+            # [table[alphabet.index(c)] for c in "...."]: a substitution cipher decoding a blob
+            out |= {"decode", "literal"}
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.expr | ast.keyword | ast.comprehension | ast.FormattedValue):
                 out |= self.labels(child)
@@ -1098,6 +1157,8 @@ class _Analyzer:
         for a in node.args:
             out |= self.labels(a)
         for k in node.keywords:
+            if k.arg == "auth":
+                continue  # credentials handed to a client to log in with: their intended use
             out |= self.labels(k.value)
         if isinstance(node.func, ast.Attribute):
             base = self.labels(node.func.value)
@@ -1398,7 +1459,7 @@ class _Analyzer:
             if prog_done:
                 out |= self._constant_labels(p)
                 continue
-            lead = _leading_text(p, self.folder)
+            lead = _leading_text(self._deref(p), self.folder)
             lead_toks = lead.split() if lead else []
             first_prog = next((t for t in lead_toks if not _is_launcher(t)), None)
             glued = bool(lead and not lead[-1].isspace() and first_prog == lead_toks[-1])
@@ -1421,9 +1482,12 @@ class _Analyzer:
                 out |= self._constant_labels(p)
                 prog_done = True
             else:
-                out |= self.labels(p) | self._path_lookup(p)
+                lab = self.labels(p) | self._path_lookup(p)
+                out |= lab
                 if self.resolve(p) != "sys.executable":
                     prog_done = True
+                    if "net" in lab and self._path_lookup(p):
+                        out.add("net_program")  # the program is a file written from the network
         if texts:
             line = " ".join(texts)
             out |= self.c.matcher.command_labels(line)
@@ -1432,6 +1496,17 @@ class _Analyzer:
                 out |= self.c.matcher.command_labels(norm)
             self._python_c(texts, call)
         return frozenset(out)
+
+    def _deref(self, p: ast.expr) -> ast.expr:
+        """A name bound once to a value: that value (``cmd = f"curl {u} -o x"; system(cmd)``)."""
+        for _ in range(3):
+            if not isinstance(p, ast.Name):
+                return p
+            v = self._lookup_value_for(p.id, p)
+            if not isinstance(v, ast.expr) or isinstance(v, ast.Lambda):
+                return p
+            p = v
+        return p
 
     def _python_c(self, texts: list[str], call: ast.Call) -> None:
         """``python -c CODE`` (argv list or one command line): CODE is a payload."""
@@ -1461,6 +1536,8 @@ class _Analyzer:
         pl = self._path_labels.get("str:" + base)
         if pl:
             out |= pl
+            if "net" in pl and not _is_launcher(tok):
+                out.add("net_program")  # the program itself was downloaded
 
     def _constant_labels(self, node: ast.AST) -> frozenset[str]:
         out: set[str] = set()
@@ -1504,11 +1581,28 @@ class _Analyzer:
                 local_calls.append((call, scope, fid))
             elif isinstance(call.func, ast.Name | ast.Attribute):
                 # callbacks: a local function passed to a call (Thread(target=f), atexit, map)
+                fname = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
                 for a in [*call.args, *(k.value for k in call.keywords)]:
                     if isinstance(a, ast.Name | ast.Attribute):
                         cb = self._local_function(a)
                         if cb is not None:
                             self.scopes[scope].callees.add(cb)
+                            synth = _callback_call(call, a, fname)
+                            if synth is not None:
+                                # submit(f, x, y) / Thread(target=f, args=(x, y)): f(x, y)
+                                local_calls.append((synth, scope, cb))
+                        elif self.depth == 0 and (
+                            fname in _CALLBACK_TAKERS
+                            or any(k.arg == "target" and k.value is a for k in call.keywords)
+                        ):
+                            # Thread(target=mod.func): a function of another module runs here
+                            d = self.resolve(a)
+                            if (
+                                d
+                                and not d.startswith(("builtins.", "local."))
+                                and len(self._ext_calls) < 400
+                            ):
+                                self._ext_calls.setdefault(d, scope)
         self._flows()
         if not local_calls:
             return
@@ -1543,6 +1637,14 @@ class _Analyzer:
                     continue
             if d.startswith("local."):
                 continue
+            if (
+                self.depth == 0
+                and not d.startswith(("builtins.", "?."))
+                and len(self._ext_calls) < 400
+            ):
+                self._ext_calls.setdefault(d, scope)
+            if d in _SETUP_CALLS and self.depth == 0:
+                self._url_requirements(call)
             if d == "builtins.<dynamic>":
                 self._obf(call.func)  # getattr(builtins, name)(data): called, not just looked up
             if isinstance(call.func, ast.Attribute) and call.func.attr in ("write", "communicate"):
@@ -1617,6 +1719,20 @@ class _Analyzer:
                 self._emit(tag, frozenset(), node, scope)
         self._constants()
 
+    def _url_requirements(self, call: ast.Call) -> None:
+        """Requirements of ``setup()`` fetched from a URL instead of the index: code pulled
+        from anywhere at install time, outside what the package index reviews."""
+        for k in call.keywords:
+            if k.arg not in ("install_requires", "setup_requires", "dependency_links"):
+                continue
+            v = self.folder.fold(k.value)
+            items = [v] if isinstance(v, str) else v if isinstance(v, list | tuple) else []
+            for item in items[:200]:
+                if isinstance(item, str) and "://" in item:
+                    labels = self.c.matcher.labels(item.split("@", 1)[-1].strip())
+                    self._emit("url_requirement", labels, k.value, self._cur)
+                    break
+
     def _interpreter_stdin(self, call: ast.Call) -> ast.expr | None:
         """The data of ``p.stdin.write(X)`` / ``p.communicate(X)`` when ``p`` is a process
         running an interpreter that reads its program from stdin."""
@@ -1671,10 +1787,12 @@ class _Analyzer:
         URL built here from parts carries those parts."""
         out: set[str] = set()
         ign = self.rules.ignored_positions(d)
+        # socket.send/sendall/sendto(data, ...): the first argument is what is sent
+        data_first = d.endswith((".send", ".sendall", ".sendto"))
         for i, a in enumerate(call.args):
             if i in ign:
                 continue
-            out |= self._sent_arg(a, i == 0, depth)
+            out |= self._sent_arg(a, i == 0 and not data_first, depth)
         for k in call.keywords:
             if k.arg is not None and k.arg in self.rules.ignore_keywords:
                 continue
@@ -1859,6 +1977,11 @@ class _Analyzer:
             exec_files += [(n, sc + off, ln) for n, sc, ln in res.exec_files]
             payloads += res.payloads
         _propagate(scopes)
+        calls_out = [
+            (d, scopes[sid].context)
+            for d, sid in self._ext_calls.items()
+            if scopes[sid].context in _EAGER_CTX
+        ]
         imported = {
             name.lstrip(".").split(".")[0] for name, _n, _s in self.imports if name.strip(".")
         }
@@ -1870,7 +1993,51 @@ class _Analyzer:
             exec_files=exec_files,
             imported=imported,
             payloads=payloads,
+            calls_out=calls_out,
+            salvaged=self.salvaged,
         )
+
+
+def _callback_call(call: ast.Call, cb: ast.expr, fname: str) -> ast.Call | None:
+    """The call a callback receives: ``submit(f, x)`` -> ``f(x)``, ``Thread(target=f,
+    args=(x,), kwargs={...})`` -> ``f(x, ...)``; None when the arguments are not given so."""
+    if call.args and call.args[0] is cb and fname in _CALLBACK_TAKERS:
+        return ast.Call(func=cb, args=list(call.args[1:]), keywords=list(call.keywords))
+    if any(k.arg == "target" and k.value is cb for k in call.keywords):
+        args: list[ast.expr] = []
+        kws: list[ast.keyword] = []
+        for k in call.keywords:
+            if k.arg == "args" and isinstance(k.value, ast.Tuple | ast.List):
+                args = list(k.value.elts)
+            elif k.arg == "kwargs" and isinstance(k.value, ast.Dict):
+                for key, val in zip(k.value.keys, k.value.values, strict=True):
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        kws.append(ast.keyword(arg=key.value, value=val))
+        return ast.Call(func=cb, args=args, keywords=kws)
+    return None
+
+
+def _char_mapping(node: ast.ListComp | ast.GeneratorExp) -> bool:
+    """A comprehension that maps each character of a long literal through a lookup (a
+    subscript or a call): how substitution ciphers (rot-N, reversed alphabets, tables)
+    decode their payload."""
+    if len(node.generators) != 1:
+        return False
+    it = node.generators[0].iter
+    if not isinstance(it, ast.Constant):
+        return False
+    v = it.value
+    if not isinstance(v, str | bytes) or len(v) < 40:
+        return False
+    target = node.generators[0].target
+    if not isinstance(target, ast.Name):
+        return False
+    for n in ast.walk(node.elt):
+        if isinstance(n, ast.Subscript | ast.Call) and any(
+            isinstance(x, ast.Name) and x.id == target.id for x in ast.walk(n)
+        ):
+            return True
+    return False
 
 
 def _assembled(e: ast.AST) -> bool:
@@ -1941,7 +2108,10 @@ def _basename(p: str) -> str:
 
 def _is_launcher(lead: str) -> bool:
     toks = lead.split()
-    return bool(toks) and all(_basename(t).lower().removesuffix(".exe") in _LAUNCHERS for t in toks)
+    return bool(toks) and all(
+        t.lower() in _LAUNCHERS or _basename(t).lower().removesuffix(".exe") in _LAUNCHERS
+        for t in toks
+    )
 
 
 def _leading_text(node: ast.expr, folder: Folder) -> str | None:
@@ -2046,6 +2216,44 @@ def py2_fixups(src: str) -> str:
     return _PY2_UR.sub(r"u\1", s)
 
 
+_CONTINUATION: Final = ("else", "elif", "except", "finally", ")", "]", "}")
+
+
+def _top_start(line: str) -> bool:
+    return bool(line[:1]) and line[:1] not in " \t\r\n#" and not line.startswith(_CONTINUATION)
+
+
+def salvage(src: str, max_bytes: int = 400_000, rounds: int = 24) -> tuple[str, ast.Module] | None:
+    """The source with the top-level statements that do not parse blanked out (so line
+    numbers stay), and its tree; None when nothing parseable is left or the budget runs out."""
+    if len(src) > max_bytes:
+        return None
+    lines = src.splitlines(keepends=True)
+    if not lines:
+        return None
+    for _ in range(rounds):
+        text = "".join(lines)
+        try:
+            tree = parse_quietly(text)
+        except SyntaxError as exc:
+            i = min(max((exc.lineno or 1) - 1, 0), len(lines) - 1)
+        except (ValueError, RecursionError, MemoryError, OverflowError):
+            return None
+        else:
+            return (text, tree) if text.strip() else None
+        start = i
+        while start > 0 and not _top_start(lines[start]):
+            start -= 1
+        end = i + 1
+        while end < len(lines) and not _top_start(lines[end]):
+            end += 1
+        if all(not ln.strip() for ln in lines[start:end]):
+            return None
+        for k in range(start, end):
+            lines[k] = "\n"
+    return None
+
+
 def collapse_padding(text: str) -> str:
     """Text with long runs of one repeated chunk cut to one copy: padding that inflates a file
     past scanner limits (or hides code after it) is removed before analysis. Only text that
@@ -2067,8 +2275,12 @@ def analyze_python(
     line_override: int | None = None,
     origin: str = "",
     inherited: dict[str, list[_Binding]] | None = None,
+    entries: dict[str, str] | None = None,
 ) -> PyResult:
-    """Analyse one Python source. ``role``: setup | pth | module | test | payload."""
+    """Analyse one Python source. ``role``: setup | pth | module | test | payload.
+    ``entries``: module-level functions other code of the distribution calls eagerly (a
+    cmdclass calling ``pkg.mod.func()``, ``__init__`` calling a sibling's function at import),
+    with the context they run in."""
     module_ctx = {
         "setup": "install",
         "pth": "startup",
@@ -2076,6 +2288,7 @@ def analyze_python(
         "test": "test",
         "payload": "runtime",
     }[role]
+    salvaged = False
     try:
         tree = parse_quietly(src)
     except SyntaxError:
@@ -2086,13 +2299,37 @@ def analyze_python(
             tree = parse_quietly(fixed)
             src = fixed
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-            return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
+            # a file broken on purpose (or by accident) still shows what its intact statements
+            # do: the top-level statements that do not parse are blanked out (lines kept)
+            kept = salvage(fixed) if depth == 0 else None
+            if kept is None:
+                return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
+            src, tree = kept
+            salvaged = True
     except (ValueError, RecursionError, MemoryError, OverflowError):
         return PyResult([], [Scope(0, "<module>", module_ctx, None)], ok=False)
     a = _Analyzer(src, path, role, ctx, depth, line_override, origin, inherited)
+    a.salvaged = salvaged
     try:
         if not a.collect(tree, module_ctx):
             a._emit("scan_budget", frozenset(), None, 0)
+        if entries:
+            for cls_id, methods in a.class_methods.items():
+                cls_node = a.class_nodes.get(cls_id)
+                want_cls = entries.get(cls_node.name) if cls_node is not None else None
+                if want_cls is not None:
+                    # a class named as a hook (a cmdclass in configuration): its methods run
+                    for fid in methods.values():
+                        if _RANK[want_cls] < _RANK[a.scopes[fid].context]:
+                            a.scopes[fid].context = want_cls
+            for sc in a.scopes:
+                want = entries.get(sc.name) if sc.parent == 0 else None
+                if (
+                    want is not None
+                    and sc.id not in a.scope_class
+                    and _RANK[want] < _RANK[sc.context]
+                ):
+                    sc.context = want
         hidden = HIDDEN_CODE.search(src) if depth == 0 else None
         if hidden is not None:
             ln = src.count("\n", 0, hidden.start()) + 1

@@ -21,6 +21,7 @@ import itertools
 import lzma
 import posixpath
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -490,6 +491,9 @@ def _walk_zip(data: bytes, shown: str, depth: int, st: _State, top: bool) -> Ite
         NotImplementedError,
     ) as exc:
         st.event("archive_corrupt", shown, f"not a readable zip: {exc}")
+        # a zip with a broken or missing central directory (truncated, tampered): its members
+        # are still found by their local headers, in order, as a streaming unzip finds them
+        yield from _walk_local_headers(data, prefix, depth, st)
         return
     lim = st.limits
     if len(infos) > lim.max_members:
@@ -569,3 +573,37 @@ def _walk_zip(data: bytes, shown: str, depth: int, st: _State, top: bool) -> Ite
             RuntimeError,
         ) as exc:
             st.event("archive_corrupt", disp, f"cannot read member: {exc}")
+
+
+_LOCAL: Final = struct.Struct("<4s5H3L2H")
+
+
+def _walk_local_headers(data: bytes, prefix: str, depth: int, st: _State) -> Iterator[Member]:
+    pos = data.find(b"PK\x03\x04")
+    lim = st.limits
+    seen = 0
+    while pos >= 0 and pos + _LOCAL.size <= len(data) and seen < lim.max_members:
+        _sig, _ver, flags, method, _t, _d, _crc, csize, _usize, nlen, xlen = _LOCAL.unpack_from(
+            data, pos
+        )
+        start = pos + _LOCAL.size + nlen + xlen
+        name = data[pos + _LOCAL.size : pos + _LOCAL.size + nlen].decode("utf-8", "replace")
+        seen += 1
+        st.members += 1
+        nxt = data.find(b"PK\x03\x04", start) if flags & 0x08 or not csize else start + csize
+        end = nxt if nxt > 0 else len(data)
+        body = data[start:end]
+        if flags & 0x1 or method not in (0, 8) or name.endswith("/"):
+            pos = data.find(b"PK\x03\x04", max(start, end)) if nxt > 0 else -1
+            continue
+        if method == 8:
+            dec = zlib.decompressobj(-15)
+            try:
+                body = dec.decompress(body, lim.max_member_bytes + 1)
+            except zlib.error:
+                body = b""
+        _charge(st, len(body))
+        disp = prefix + name
+        _check_name(st, name, disp)
+        yield from _member(io.BytesIO(body), name, disp, len(body), depth, st, "zip")
+        pos = data.find(b"PK\x03\x04", max(start, end)) if nxt > 0 else -1

@@ -39,6 +39,8 @@ EAGER: Final = frozenset({"startup", "install", "import"})
 ENGINE_TAGS: Final = frozenset(
     {
         "archive_traversal",
+        "url_requirement",
+        "tool_description",
         "archive_absolute",
         "archive_link_escape",
         "archive_special",
@@ -67,7 +69,7 @@ ENGINE_TAGS: Final = frozenset(
     }
 )
 # Labels the engine attaches itself (besides tag names).
-ENGINE_LABELS: Final = frozenset({"pe", "elf", "macho", "pe_unexpected", "literal"})
+ENGINE_LABELS: Final = frozenset({"pe", "elf", "macho", "pe_unexpected", "literal", "net_program"})
 
 
 class RuleError(ValueError):

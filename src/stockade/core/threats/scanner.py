@@ -20,6 +20,7 @@ import ast
 import hashlib
 import re
 import time
+import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,6 +292,7 @@ _SCRIPT_EXT: Final = (
 )
 _BLANKS: Final = b" " * 120
 _WEBHOOK_NEEDLES: Final = (b"webhooks/", b"api.telegram.org", b"hooks.slack.com", b"webhook.office")
+_CFG_REF: Final = re.compile(r"=\s*([A-Za-z_][\w.]*\.[A-Za-z_]\w*)\s*$")
 _ROLE_OF_CTX: Final = {"install": "setup", "startup": "pth", "import": "module"}
 
 
@@ -309,6 +311,10 @@ class _Scan:
         self.texts: list[Member] = []  # other text, decided once we know what code runs
         self.py_members: dict[str, tuple[Member, str]] = {}
         self.setup_imports: set[str] = set()  # local helper modules setup.py imports
+        self.py_by_name: dict[str, tuple[Member, str]] = {}  # member name -> (member, role)
+        # calls eager code makes to imported names: (caller member name, dotted, context)
+        self.calls_out: list[tuple[str, str, str]] = []
+        self.quiet: dict[str, bool] = {}  # member name -> its analysis found no event at all
 
     def run(self, data: bytes) -> tuple[list[Finding], int, int]:
         members, aevents, total = walk(data, self.filename, self.limits)
@@ -327,6 +333,7 @@ class _Scan:
                 self._member(m, kind, backends)
             except RecursionError:
                 self._pkg_event(ArchiveEvent("python_unparsable", m.path, "too deeply nested"))
+        self._declared_hooks(members)
         self._second_pass()
         findings = _evaluate(self.rules, self.units, self.package)
         return findings, len(members), max(total, len(data))
@@ -345,6 +352,41 @@ class _Scan:
         if any(n.endswith(("setup.py", "PKG-INFO", "pyproject.toml")) for n in names):
             return "sdist"
         return "other"
+
+    def _declared_hooks(self, members: list[Member]) -> None:
+        """Build hooks declared in configuration rather than in setup.py: setuptools
+        ``cmdclass`` tables of pyproject.toml / setup.cfg (classes whose methods run at
+        install) and Hatch custom build hooks (a file that runs at build)."""
+        for m in members:
+            if m.depth != 0 or m.name.count("/") > 1:
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            top = m.name.rsplit("/", 1)[0] + "/" if "/" in m.name else ""
+            if base == "pyproject.toml":
+                try:
+                    doc = tomllib.loads(_decode_text(m.data))
+                except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+                    continue
+                tool = _table(doc, "tool")
+                cmd = _table(_table(tool, "setuptools"), "cmdclass")
+                for v in list(cmd.values())[:20]:
+                    if isinstance(v, str):
+                        self.calls_out.append((m.name, v.strip(), "install"))
+                for path in _hatch_hook_paths(tool.get("hatch"))[:10]:
+                    hook = self.py_by_name.get(top + path.removeprefix("./"))
+                    if hook is not None and hook[1] != "setup":
+                        self._python(hook[0], "setup", forced=True)
+            elif base == "setup.cfg":
+                inside = False
+                for ln in _decode_text(m.data).splitlines()[:5000]:
+                    if re.match(r"\s*cmdclass\s*=", ln):
+                        inside = True
+                        ln = ln.split("=", 1)[1]
+                    elif inside and ln[:1] not in (" ", "\t"):
+                        inside = False
+                    mm = _CFG_REF.search(ln) if inside else None
+                    if mm is not None:
+                        self.calls_out.append((m.name, mm.group(1), "install"))
 
     def _in_tree_backends(self, members: list[Member]) -> set[str]:
         """Module file names of a PEP 517 in-tree backend (``backend-path``): build code."""
@@ -378,11 +420,15 @@ class _Scan:
             if base in backends:
                 role = "setup"
             self.py_members[base] = (m, role)
+            if m.depth == 0:
+                self.py_by_name[m.name] = (m, role)
             self._python(m, role)
             return
         self.texts.append(m)
 
-    def _python(self, m: Member, role: str, forced: bool = False) -> None:
+    def _python(
+        self, m: Member, role: str, forced: bool = False, entries: dict[str, str] | None = None
+    ) -> None:
         text: str | None = None
         if len(m.data) > self.limits.max_python_bytes and not m.truncated:
             # padding is an evasion of size limits: analyse the file without it
@@ -416,7 +462,11 @@ class _Scan:
             fold_budget=self.limits.max_fold_steps,
             payload_bytes=self.limits.max_payload_bytes,
         )
-        res = analyze_python(text or _decode_text(m.data), m.path, role, ctx)
+        res = analyze_python(text or _decode_text(m.data), m.path, role, ctx, entries=entries)
+        if m.depth == 0:
+            self.calls_out.extend((m.name, d, c) for d, c in res.calls_out)
+            if entries is None:
+                self.quiet[m.name] = not res.events
         if not res.ok:
             if not forced:
                 self._pkg_event(
@@ -424,6 +474,14 @@ class _Scan:
                 )
             self._text(m, python=True, role=role)
             return
+        if res.salvaged and not forced:
+            self._pkg_event(
+                ArchiveEvent(
+                    "python_unparsable",
+                    m.path,
+                    "does not parse as Python 3: analysed without the statements that do not",
+                )
+            )
         self._add(m.path, res)
         if role == "setup" and not forced:
             self.setup_imports |= res.imported
@@ -449,6 +507,7 @@ class _Scan:
             if helper is not None and helper[1] != "setup" and helper[0].depth == 0:
                 # a local helper imported by setup.py: its functions run at install time
                 self._python(helper[0], "setup", forced=True)
+        self._entry_points()
         for name, (ctx, _unit, _sid, _line) in ran.items():
             if ctx in EAGER and name in self.py_members:
                 m, role = self.py_members[name]
@@ -475,6 +534,87 @@ class _Scan:
                     (e.snippet for e in unit.events if e.tag == "shell" and e.line == line), ""
                 )
                 unit.events.append(Event("exec_bundled", frozenset(), line, snip, sid, unit.path))
+
+    def _module_index(self) -> dict[str, list[Member]]:
+        """Dotted module names (every suffix of the member path) -> members."""
+        index: dict[str, list[Member]] = {}
+        for name, (m, _role) in self.py_by_name.items():
+            parts = name.replace("\\", "/").split("/")
+            last = parts[-1].rsplit(".", 1)[0]
+            parts = parts[:-1] if last == "__init__" else [*parts[:-1], last]
+            for k in range(1, min(len(parts), 8) + 1):
+                lst = index.setdefault(".".join(parts[-k:]), [])
+                if len(lst) < 4:
+                    lst.append(m)
+        return index
+
+    def _entry_points(self) -> None:
+        """Functions of other modules that eager code calls (setup.py's cmdclass calling
+        ``pkg.helpers.run()``, ``__init__`` calling ``.cookies.check()`` at import) run in
+        that caller's context: the modules are analysed again with those entries."""
+        if not self.calls_out:
+            return
+        index = self._module_index()
+        done: dict[str, dict[str, str]] = {}
+        for _round in range(3):
+            pending, self.calls_out = self.calls_out, []
+            want: dict[str, dict[str, str]] = {}
+            for caller, dotted, ctx in pending:
+                for m, func in self._resolve_call(index, caller, dotted):
+                    cur = want.setdefault(m.name, {})
+                    if func not in cur or _RANK[ctx] < _RANK[cur[func]]:
+                        cur[func] = ctx
+            ran_any = False
+            for name, entries in sorted(want.items()):
+                old = done.get(name, {})
+                if all(f in old and _RANK[old[f]] <= _RANK[c] for f, c in entries.items()):
+                    continue
+                merged = dict(old)
+                for f, c in entries.items():
+                    if f not in merged or _RANK[c] < _RANK[merged[f]]:
+                        merged[f] = c
+                done[name] = merged
+                if len(done) > 24:
+                    return
+                m, role = self.py_by_name[name]
+                if self.quiet.get(name, not GATE.search(m.data)):
+                    continue  # no event anywhere in it: nothing a rule could match
+                # what the entry functions call in turn lands in calls_out for the next round
+                self._python(m, role, forced=True, entries=merged)
+                ran_any = True
+            if not ran_any or not self.calls_out:
+                return
+
+    @staticmethod
+    def _resolve_call(
+        index: dict[str, list[Member]], caller: str, dotted: str
+    ) -> list[tuple[Member, str]]:
+        out: list[tuple[Member, str]] = []
+        rel = dotted.startswith(".")
+        parts = [p for p in dotted.split(".") if p]
+        if len(parts) < 2 and not (rel and len(parts) == 1):
+            return out
+        caller_dir = caller.replace("\\", "/").rsplit("/", 1)[0] if "/" in caller else ""
+        for i in range(len(parts) - 1, 0 if not rel else -1, -1):
+            mod, func = ".".join(parts[:i]), parts[i]
+            if not func.isidentifier():
+                continue
+            if rel:
+                # relative: a module next to the caller (or in its parent package)
+                for base in (caller_dir, caller_dir.rsplit("/", 1)[0] if "/" in caller_dir else ""):
+                    key = ".".join([*(base.split("/") if base else []), *parts[:i]])
+                    for m in index.get(key, []):
+                        if m.name != caller:
+                            out.append((m, func))
+                    if out:
+                        return out
+                continue
+            for m in index.get(mod, []):
+                if m.name != caller:
+                    out.append((m, func))
+            if out:
+                return out
+        return out
 
     def _text(
         self,
@@ -607,6 +747,36 @@ class _Scan:
             Event("native_binary", frozenset(labels), None, snippet_of(m.path), 0, m.path)
         )
         self.binaries[m.name.replace("\\", "/").rsplit("/", 1)[-1].lower()] = m
+
+
+def _table(d: dict[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _hatch_hook_paths(hatch: object) -> list[str]:
+    """``path`` of every Hatch custom build hook ([tool.hatch.build.hooks.custom] and the
+    per-target ones)."""
+    out: list[str] = []
+    if not isinstance(hatch, dict):
+        return out
+    build = hatch.get("build")
+    if not isinstance(build, dict):
+        return out
+    targets = build.get("targets")
+    tables = (
+        [build, *(t for t in targets.values() if isinstance(t, dict))]
+        if isinstance(targets, dict)
+        else [build]
+    )
+    for t in tables:
+        hooks = t.get("hooks")
+        custom = hooks.get("custom") if isinstance(hooks, dict) else None
+        if isinstance(custom, dict):
+            path = custom.get("path", "hatch_build.py")
+            if isinstance(path, str):
+                out.append(path)
+    return out
 
 
 def scan_bytes(

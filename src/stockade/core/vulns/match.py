@@ -28,12 +28,14 @@ Choices the schema leaves open:
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from typing import Any, Final
 
 from stockade.core.vulns.osv import Affected, Range
 from stockade.core.vulns.versions import PYPI, VersionScheme, scheme_for, strip_v
 
-__all__ = ["CompiledAffected", "is_affected"]
+__all__ = ["CompiledAffected", "VersionBatch", "is_affected"]
 
 _INTRODUCED: Final = 0
 _FIXED: Final = 1
@@ -87,6 +89,93 @@ class _CompiledRange:
             elif kind == _FIXED or v > boundary:
                 vulnerable = False
         return vulnerable
+
+    def spans(self, ordered: Sequence[Any]) -> list[tuple[int, int]]:
+        """The slices ``[lo, hi)`` of the sorted versions ``ordered`` that ``contains()``.
+
+        Piecewise evaluation: between two event versions the state is what every earlier event
+        left; at an event version ``last_affected`` has not ended it yet. Bisecting each piece
+        costs O(events x log versions) instead of one walk over the events per version.
+        """
+        n = len(ordered)
+        end = n
+        if not self.unlimited:
+            if not self.limits:
+                return []
+            end = bisect_left(ordered, max(self.limits))
+        out: list[tuple[int, int]] = []
+
+        def add(lo: int, hi: int) -> None:
+            hi = min(hi, end)
+            if lo < hi:
+                out.append((lo, hi))
+
+        state = self.always_introduced  # before the first event
+        lo = 0
+        events = self.events
+        i = 0
+        while i < len(events):
+            boundary = events[i][0]
+            at = bisect_left(ordered, boundary)
+            if state:
+                add(lo, at)
+            equal = state  # v == boundary: last_affected does not end it yet
+            after = state  # v > boundary: every event at it applies
+            while i < len(events) and events[i][0] == boundary:
+                kind = events[i][1]
+                if kind == _INTRODUCED:
+                    equal = after = True
+                elif kind == _FIXED:
+                    equal = after = False
+                else:
+                    after = False
+                i += 1
+            past = bisect_right(ordered, boundary, lo=at)
+            if equal:
+                add(at, past)
+            state, lo = after, past
+        if state:
+            add(lo, n)
+        return out
+
+
+class VersionBatch:
+    """The versions of one package, parsed once and sorted, for :meth:`CompiledAffected.
+    matching`: every advisory entry of the package is then checked with a few bisections
+    instead of a comparison per version."""
+
+    __slots__ = ("_plain", "_semver", "by_parsed", "by_text", "scheme", "versions")
+
+    def __init__(self, scheme: VersionScheme | None, versions: Sequence[str]) -> None:
+        self.scheme = scheme
+        self.versions = tuple(versions)
+        self.by_text: dict[str, int] = {v: i for i, v in enumerate(self.versions)}
+        self.by_parsed: dict[Any, list[int]] = {}
+        self._plain: tuple[list[Any], list[int]] | None = None
+        self._semver: tuple[list[Any], list[int]] | None = None
+        if scheme is not None:
+            self._plain = self._sorted(scheme, self.versions)
+            if scheme is PYPI:
+                for parsed, i in zip(*self._plain, strict=True):
+                    self.by_parsed.setdefault(parsed, []).append(i)
+
+    @staticmethod
+    def _sorted(scheme: VersionScheme, texts: Sequence[str]) -> tuple[list[Any], list[int]]:
+        parsed: list[tuple[Any, int]] = []
+        for i, text in enumerate(texts):
+            try:
+                parsed.append((scheme.parse(text), i))
+            except ValueError:
+                continue  # unparseable: matched through ``versions`` only
+        parsed.sort(key=lambda pair: pair[0])
+        return [p for p, _ in parsed], [i for _, i in parsed]
+
+    def ordered(self, semver: bool) -> tuple[list[Any], list[int]]:
+        if not semver or self.scheme is None:
+            return self._plain or ([], [])
+        if self._semver is None:
+            self._semver = self._sorted(self.scheme, [strip_v(v) for v in self.versions])
+        return self._semver
 
 
 class CompiledAffected:
@@ -155,6 +244,28 @@ class CompiledAffected:
     def affects(self, version: str) -> bool:
         """OSV's ``IsVulnerable`` for this package entry."""
         return self.listed(version) or self.in_ranges(version)
+
+    def matching(self, batch: VersionBatch) -> set[int]:
+        """Indices of ``batch.versions`` this entry affects: ``affects()`` for all at once.
+
+        ``batch`` must have been built with this entry's scheme.
+        """
+        hits: set[int] = set()
+        for text in self._listed:
+            i = batch.by_text.get(text)
+            if i is not None:
+                hits.add(i)
+        for parsed in self._listed_parsed:
+            hits.update(batch.by_parsed.get(parsed, ()))
+        for rng in self._ranges:
+            ordered, index = batch.ordered(rng.semver)
+            for lo, hi in rng.spans(ordered):
+                hits.update(index[lo:hi])
+        return hits
+
+    @property
+    def scheme(self) -> VersionScheme | None:
+        return self._scheme
 
 
 _UNPARSEABLE: Final = object()
