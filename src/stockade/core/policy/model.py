@@ -114,16 +114,19 @@ class FileFacts:  # not frozen: built once per file of every page decision, cons
     provenance: bool | None = None
     index: str = ""
     approved: bool = False  # an admin approved it for this index's allow-lists
+    ecosystem: str = "PyPI"  # "conda" for records of conda channels
 
     @property
     def kind(self) -> str:
+        if self.ecosystem == "conda":
+            return "conda"  # .conda and .tar.bz2 packages alike
         name = self.filename.lower()
         if name.endswith(".whl"):
             return "wheel"
         if name.endswith(".conda"):
             return "conda"
         if name.endswith((".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz")):
-            return "sdist"  # conda channels (issue 7) will say "conda" for their .tar.bz2
+            return "sdist"
         return "other"
 
 
