@@ -21,6 +21,7 @@ import hashlib
 import re
 import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,79 @@ _CFG_REF: Final = re.compile(r"=\s*([A-Za-z_][\w.]*\.[A-Za-z_]\w*)\s*$")
 _ROLE_OF_CTX: Final = {"install": "setup", "startup": "pth", "import": "module"}
 
 
+class _ContentCache:
+    """Per-process memo of the expensive per-member work, keyed by the sha256 of the member's
+    bytes: the raw-text gate and the Python analysis. Identical modules recur across versions
+    of a project and across projects (vendored copies), so a process scanning many files (the
+    server, ``stockade inspect -j``, the benches) analyses each distinct source once. The
+    analysis of a source depends only on its text, its role, the entry functions asked for,
+    the limits and the rule set (never on the member path: events are re-labelled with the
+    path of the member at hand, and every list handed out is a fresh copy, since the scanner
+    appends to them). Bounded (entries and source bytes), least recently used out first."""
+
+    def __init__(self, max_entries: int = 20_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._gate: OrderedDict[bytes, bool] = OrderedDict()
+        self._res: OrderedDict[tuple[Any, ...], tuple[PyResult, int, RuleSet]] = OrderedDict()
+        self._bytes = 0
+
+    def clear(self) -> None:
+        self._gate.clear()
+        self._res.clear()
+        self._bytes = 0
+
+    def gate(self, digest: bytes, data: bytes) -> bool:
+        hit = self._gate.get(digest)
+        if hit is not None:
+            self._gate.move_to_end(digest)
+            return hit
+        worth = bool(GATE.search(data)) or (
+            _BLANKS in data and HIDDEN_CODE.search(_decode_text(data)) is not None
+        )
+        self._gate[digest] = worth
+        if len(self._gate) > 4 * self.max_entries:
+            self._gate.popitem(last=False)
+        return worth
+
+    def get(self, key: tuple[Any, ...], rules: RuleSet, path: str) -> PyResult | None:
+        hit = self._res.get(key)
+        if hit is None or hit[2] is not rules:
+            return None
+        self._res.move_to_end(key)
+        return _rebased(hit[0], path)
+
+    def put(self, key: tuple[Any, ...], rules: RuleSet, res: PyResult, size: int) -> None:
+        if size > self.max_bytes // 8:
+            return
+        old = self._res.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._res[key] = (_rebased(res, ""), size, rules)
+        self._bytes += size
+        while self._res and (len(self._res) > self.max_entries or self._bytes > self.max_bytes):
+            _k, (_r, n, _rs) = self._res.popitem(last=False)
+            self._bytes -= n
+
+
+def _rebased(res: PyResult, path: str) -> PyResult:
+    """A copy of ``res`` whose events name ``path`` (fresh lists: callers append to them)."""
+    return PyResult(
+        [Event(e.tag, e.labels, e.line, e.snippet, e.scope, path, e.origin) for e in res.events],
+        list(res.scopes),
+        res.ok,
+        list(res.programs),
+        list(res.exec_files),
+        set(res.imported),
+        res.payloads,
+        list(res.calls_out),
+        res.salvaged,
+    )
+
+
+CACHE: Final = _ContentCache()
+
+
 class _Scan:
     def __init__(self, filename: str, limits: ScanLimits, rules: RuleSet) -> None:
         self.filename = filename
@@ -315,6 +389,7 @@ class _Scan:
         # calls eager code makes to imported names: (caller member name, dotted, context)
         self.calls_out: list[tuple[str, str, str]] = []
         self.quiet: dict[str, bool] = {}  # member name -> its analysis found no event at all
+        self.digests: dict[int, bytes] = {}  # id(member) -> sha256 of its bytes
 
     def run(self, data: bytes) -> tuple[list[Finding], int, int]:
         members, aevents, total = walk(data, self.filename, self.limits)
@@ -426,6 +501,12 @@ class _Scan:
             return
         self.texts.append(m)
 
+    def _digest(self, m: Member) -> bytes:
+        d = self.digests.get(id(m))
+        if d is None:
+            d = self.digests[id(m)] = hashlib.sha256(m.data).digest()
+        return d
+
     def _python(
         self, m: Member, role: str, forced: bool = False, entries: dict[str, str] | None = None
     ) -> None:
@@ -447,22 +528,30 @@ class _Scan:
             )
             self._text(m, python=True, role=role)
             return
-        if (
-            not forced
-            and role not in ("setup", "pth")
-            and not GATE.search(m.data)
-            and not (_BLANKS in m.data and HIDDEN_CODE.search(_decode_text(m.data)))
-        ):
+        digest = self._digest(m)
+        if not forced and role not in ("setup", "pth") and not CACHE.gate(digest, m.data):
             return  # no sink, decoder or indicator token: nothing a code rule could match
-        ctx = make_ctx(
-            self.rules,
-            self.matcher,
-            max_payload_depth=self.limits.max_payload_depth,
-            max_ast_bytes=self.limits.max_python_bytes,
-            fold_budget=self.limits.max_fold_steps,
-            payload_bytes=self.limits.max_payload_bytes,
+        key = (
+            digest,
+            role,
+            text is not None,
+            tuple(sorted(entries.items())) if entries else None,
+            self.limits,
         )
-        res = analyze_python(text or _decode_text(m.data), m.path, role, ctx, entries=entries)
+        cached = CACHE.get(key, self.rules, m.path)
+        if cached is not None:
+            res = cached
+        else:
+            ctx = make_ctx(
+                self.rules,
+                self.matcher,
+                max_payload_depth=self.limits.max_payload_depth,
+                max_ast_bytes=self.limits.max_python_bytes,
+                fold_budget=self.limits.max_fold_steps,
+                payload_bytes=self.limits.max_payload_bytes,
+            )
+            res = analyze_python(text or _decode_text(m.data), m.path, role, ctx, entries=entries)
+            CACHE.put(key, self.rules, res, len(m.data))
         if m.depth == 0:
             self.calls_out.extend((m.name, d, c) for d, c in res.calls_out)
             if entries is None:
