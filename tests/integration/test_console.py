@@ -355,7 +355,7 @@ def test_readiness_reports_a_schema_behind(tmp_path: Path) -> None:
     from stockade.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, "0012")
+    upgrade(url, "0013")
 
     async def go() -> tuple[bool, dict[str, object]]:
         rt = Runtime(Settings.load(home=tmp_path, database_url=url))
@@ -368,8 +368,8 @@ def test_readiness_reports_a_schema_behind(tmp_path: Path) -> None:
     assert not ok
     assert checks["migrations"] == {
         "ok": False,
-        "current": ("0012",),
-        "head": ("0013",),
+        "current": ("0013",),
+        "head": ("0014",),
         "hint": "run `stockade db upgrade`",
     }
     assert checks["database"] == {"ok": True} and checks["storage"] == {"ok": True}

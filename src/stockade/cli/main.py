@@ -11,11 +11,13 @@ from stockade.cli import (
     audit_cmd,
     conda_cmd,
     console_cmd,
+    env_cmd,
     index_cmd,
     names_cmd,
     package_cmd,
     policy_cmd,
     report_cmd,
+    sbom_cmd,
     scan_cmd,
     server_cmd,
     team_cmd,
@@ -44,12 +46,14 @@ app.command("serve")(server_cmd.serve)
 app.add_typer(vuln_cmd.db_app, name="vulndb")
 app.add_typer(vuln_cmd.app, name="vuln")
 app.command("scan")(scan_cmd.scan)
+app.add_typer(sbom_cmd.app, name="sbom")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(names_cmd.app, name="names")
 app.add_typer(threats_cmd.app, name="threats")
 app.add_typer(conda_cmd.app, name="conda")
 app.add_typer(console_cmd.app, name="console")
 app.add_typer(report_cmd.app, name="report")
+app.add_typer(env_cmd.app, name="env")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

@@ -40,6 +40,7 @@ def set_(
         r.audit.record("policy.set", actor=made.author, index=index, version=made.version)
         await r.audit.flush()
         r.changed()
+        await r.policy_changed(index, made.version)
         return made
 
     text = read()

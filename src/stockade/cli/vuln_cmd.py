@@ -41,7 +41,8 @@ def _import(path: Path, json: bool) -> tuple[ImportReport, list[dict[str, Any]]]
         )
         await r.audit.flush()
         r.changed()
-        return report, await r.alerts.after_import(report.changed)
+        alerts, _changes = await r.advisories_changed(report.changed)
+        return report, alerts
 
     return run(go)
 
@@ -90,7 +91,8 @@ def sync(
         r.audit.record("vulndb.sync", url=src, added=report.added, updated=report.updated)
         await r.audit.flush()
         r.changed()
-        return report, await r.alerts.after_import(report.changed)
+        alerts, _changes = await r.advisories_changed(report.changed)
+        return report, alerts
 
     report, alerts = run(go)
     _print_report(report, alerts, json)
@@ -240,6 +242,7 @@ def curate(
         )
         await r.audit.flush()
         r.changed()
+        await r.curated(c.advisory_id, c.ecosystem, c.package)
         return c
 
     c = run(go)

@@ -12,7 +12,9 @@ Supported inputs (``kind``):
 
 Every reader returns an :class:`Inventory`: the exact pins (name and version known), the entries
 whose version is not pinned (ranges, wildcards, URLs, local paths, editables -- listed, never
-guessed) and one warning per entry that was skipped or could not be pinned.
+guessed) and one warning per entry that was skipped or could not be pinned. With
+``details=True`` each entry also carries :class:`Details` (licence, supplier, download location,
+purl qualifiers, what it depends on) as far as the input states them: what an SBOM needs.
 
 The module is pure: it reads the files it is given (and, for ``-r`` includes and environments,
 the files they name) with bounded reads, and never imports, executes or fetches anything.
@@ -23,6 +25,7 @@ Unreadable input raises :class:`~stockade.errors.InvalidRequest` (or its subclas
 from __future__ import annotations
 
 import codecs
+import email.message
 import email.parser
 import email.policy
 import json
@@ -32,7 +35,7 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -47,9 +50,19 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from stockade.core.policy.licenses import license_from_fields, normalize_expression
 from stockade.errors import InvalidRequest, PayloadTooLarge
 
-__all__ = ["KINDS", "MAX_FILE_SIZE", "Inventory", "Pin", "detect_kind", "read_inventory"]
+__all__ = [
+    "KINDS",
+    "MAX_FILE_SIZE",
+    "Details",
+    "Inventory",
+    "Pin",
+    "detect_kind",
+    "metadata_details",
+    "read_inventory",
+]
 
 PYPI: Final = "PyPI"
 CONDA: Final = "conda"
@@ -82,6 +95,21 @@ _HINT_TEXT: Final = "save the file as UTF-8 text"
 
 
 @dataclass(frozen=True, slots=True)
+class Details:
+    """What the input says about a package beyond its pin (read only when asked for)."""
+
+    version: str | None = None  # the version an unpinned entry states (direct URL install…)
+    license: str | None = None  # normalized SPDX expression
+    license_raw: str | None = None  # what was declared, kept when it is not an SPDX expression
+    supplier: str | None = None  # author or maintainer, "Name <email>"
+    summary: str | None = None
+    homepage: str | None = None
+    download_url: str | None = None
+    requires: tuple[str, ...] = ()  # names (same ecosystem) this package depends on
+    qualifiers: tuple[tuple[str, str], ...] = ()  # purl qualifiers (conda channel, subdir, build)
+
+
+@dataclass(frozen=True, slots=True)
 class Pin:
     """One package of an environment, pinned (``version`` known) or not."""
 
@@ -91,6 +119,7 @@ class Pin:
     source: str  # "requirements.txt:12", "uv.lock", "lib/python3.11/site-packages/x.dist-info"
     hashes: tuple[str, ...] = ()  # "sha256:<hex>" as given
     spec: str | None = None  # for unpinned entries: the requirement text
+    details: Details | None = field(default=None, compare=False)  # read_inventory(details=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +149,10 @@ def detect_kind(path: Path) -> str:
     return _sniff(path, _read_text(path))
 
 
-def read_inventory(path: Path, kind: str | None = None) -> Inventory:
-    """Read the pins of a lock / requirement file, or of an environment directory."""
+def read_inventory(path: Path, kind: str | None = None, *, details: bool = False) -> Inventory:
+    """Read the pins of a lock / requirement file, or of an environment directory.
+
+    ``details=True`` also reads what an SBOM needs (:class:`Details` on each pin)."""
     if kind is not None and kind not in KINDS:
         raise InvalidRequest(f"unknown inventory kind {kind!r}", f"use one of {', '.join(KINDS)}")
     if path.is_dir():
@@ -131,7 +162,7 @@ def read_inventory(path: Path, kind: str | None = None) -> Inventory:
             raise InvalidRequest(
                 f"{path} is a directory, but {kind} is read from a file", f"give the {kind} file"
             )
-        acc = _Acc()
+        acc = _Acc(want=details)
         if kind == "conda-prefix":
             _read_conda_prefix(path, acc)
         else:
@@ -145,7 +176,7 @@ def read_inventory(path: Path, kind: str | None = None) -> Inventory:
     text = _read_text(path)
     if kind is None:
         kind = _kind_by_name(path.name) or _sniff(path, text)
-    acc = _Acc()
+    acc = _Acc(want=details)
     label = path.name
     if kind == "requirements":
         _RequirementsReader(acc, path.parent).read_text(path, text, label)
@@ -172,17 +203,28 @@ class _Acc:
     pins: dict[tuple[str, str, str], Pin] = field(default_factory=dict)
     unpinned: list[Pin] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    want: bool = False  # read Details too
 
     def pin(
-        self, ecosystem: str, name: str, version: str, source: str, hashes: Iterable[str] = ()
+        self,
+        ecosystem: str,
+        name: str,
+        version: str,
+        source: str,
+        hashes: Iterable[str] = (),
+        details: Details | None = None,
     ) -> None:
         key = (ecosystem, name, version)
         found = self.pins.get(key)
         if found is None:
-            self.pins[key] = Pin(ecosystem, name, version, source, tuple(dict.fromkeys(hashes)))
+            self.pins[key] = Pin(
+                ecosystem, name, version, source, tuple(dict.fromkeys(hashes)), details=details
+            )
         else:  # the same pin twice (e.g. an include): keep the first source, merge the hashes
             merged = tuple(dict.fromkeys((*found.hashes, *hashes)))
-            self.pins[key] = Pin(ecosystem, name, version, found.source, merged)
+            self.pins[key] = Pin(
+                ecosystem, name, version, found.source, merged, details=found.details or details
+            )
 
     def loose(
         self,
@@ -192,8 +234,11 @@ class _Acc:
         source: str,
         warning: str | None = None,
         hashes: Iterable[str] = (),
+        details: Details | None = None,
     ) -> None:
-        self.unpinned.append(Pin(ecosystem, name, None, source, tuple(dict.fromkeys(hashes)), spec))
+        self.unpinned.append(
+            Pin(ecosystem, name, None, source, tuple(dict.fromkeys(hashes)), spec, details)
+        )
         if warning is not None:
             self.warn(warning)
 
@@ -757,7 +802,37 @@ def _read_pylock(data: dict[str, object], label: str, acc: _Acc) -> None:
             location = _str(archive, "url") or _str(archive, "path") or "?"
             hashes += _hash_table(archive.get("hashes"))
         stated = f" (states version {version})" if version else ""
-        _add_locked(acc, label, name, version, location, hashes, why=f"not from an index{stated}")
+        info = None
+        if acc.want:
+            info = Details(
+                version=_pypi_version(version) if version else None,
+                download_url=location
+                or _first_url(sdist, package.get("wheels"))
+                or _str(package, "index"),
+                requires=_dependency_names(package.get("dependencies")),
+            )
+        _add_locked(
+            acc, label, name, version, location, hashes, why=f"not from an index{stated}", info=info
+        )
+
+
+def _first_url(sdist: object, wheels: object) -> str | None:
+    """The URL of a lock entry's sdist, else of its first wheel."""
+    for table in (sdist, *(wheels if isinstance(wheels, list) else ())):
+        if isinstance(table, dict) and _str(table, "url"):
+            return _str(table, "url")
+    return None
+
+
+def _dependency_names(value: object) -> tuple[str, ...]:
+    """Names in a lock's ``dependencies``: an array of tables with ``name`` (pylock, uv.lock)
+    or a table keyed by name (poetry.lock)."""
+    names: list[str] = []
+    if isinstance(value, dict):
+        names = [str(key) for key in value]
+    elif isinstance(value, list):
+        names = [str(v["name"]) for v in value if isinstance(v, dict) and _str(v, "name")]
+    return tuple(dict.fromkeys(canonicalize_name(n) for n in names))
 
 
 def _add_locked(
@@ -769,6 +844,7 @@ def _add_locked(
     hashes: tuple[str, ...] | list[str],
     *,
     why: str = "not from an index",
+    info: Details | None = None,
 ) -> None:
     """One locked PyPI package: a pin, or unpinned when it comes from outside an index
     (``why`` says where it comes from instead)."""
@@ -780,11 +856,12 @@ def _add_locked(
             label,
             f"{label}: {name} @ {location}: {why}, not a package version",
             hashes,
+            info,
         )
     elif version is None:
-        acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes)
+        acc.loose(PYPI, name, name, label, f"{label}: {name}: no version in the lock", hashes, info)
     else:
-        acc.pin(PYPI, name, _pypi_version(version), label, hashes)
+        acc.pin(PYPI, name, _pypi_version(version), label, hashes, info)
 
 
 def _read_uv_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
@@ -829,7 +906,14 @@ def _read_uv_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
             location = f"git+{source['git']}"
         else:
             location = _str(source, "url") or _str(source, "path") or _str(source, "directory")
-        _add_locked(acc, label, name, version, location, hashes)
+        info = None
+        if acc.want:
+            info = Details(
+                version=_pypi_version(version) if version else None,
+                download_url=location or _first_url(sdist, package.get("wheels")),
+                requires=_dependency_names(package.get("dependencies")),
+            )
+        _add_locked(acc, label, name, version, location, hashes, info=info)
 
 
 _POETRY_NON_INDEX: Final = frozenset({"git", "directory", "file", "url"})
@@ -849,13 +933,24 @@ def _read_poetry_lock(data: dict[str, object], label: str, acc: _Acc) -> None:
         hashes = _poetry_hashes(package.get("files")) + old_files.get(name, [])
         source = package.get("source")
         kind = _str(source, "type") if isinstance(source, dict) else None
+        info = None
+        if acc.want:
+            info = Details(
+                version=_pypi_version(version) if version else None,
+                summary=_str(package, "description"),
+                requires=_dependency_names(package.get("dependencies")),
+            )
         if isinstance(source, dict) and kind in _POETRY_NON_INDEX:
             url = _str(source, "url") or "?"
             ref = _str(source, "resolved_reference") or _str(source, "reference")
             location = f"git+{url}" + (f"@{ref}" if ref else "") if kind == "git" else url
-            _add_locked(acc, label, name, version, location, hashes, why=f"{kind} source")
+            if info is not None:
+                info = replace(info, download_url=location)
+            _add_locked(
+                acc, label, name, version, location, hashes, why=f"{kind} source", info=info
+            )
         else:
-            _add_locked(acc, label, name, version, None, hashes)
+            _add_locked(acc, label, name, version, None, hashes, info=info)
 
 
 def _poetry_hashes(entries: object) -> list[str]:
@@ -942,10 +1037,11 @@ def _read_environment_yml(path: Path, text: str, label: str, acc: _Acc) -> None:
     pip = _RequirementsReader(acc, path.parent)
     pip.seen.add(path.resolve())
     walked: set[int] = set()  # YAML aliases share nodes: read each pip list once
+    channels = _channels(root)
     for item in dependencies.value:
         source = f"{label}:{item.start_mark.line + 1}"
         if isinstance(item, yaml.ScalarNode):
-            _conda_dependency(item.value, source, acc)
+            _conda_dependency(item.value, source, acc, channels)
         elif isinstance(item, yaml.MappingNode):
             for key, value in item.value:
                 key_text = key.value if isinstance(key, yaml.ScalarNode) else "?"
@@ -966,16 +1062,34 @@ def _read_environment_yml(path: Path, text: str, label: str, acc: _Acc) -> None:
             acc.warn(f"{source}: dependency is not a string; skipped")
 
 
-def _conda_dependency(text: str, source: str, acc: _Acc) -> None:
+def _conda_dependency(text: str, source: str, acc: _Acc, channels: tuple[str, ...]) -> None:
     try:
         name, version = _parse_conda_spec(text)
     except ValueError as exc:
         acc.warn(f"{source}: {text}: not a conda match spec ({exc}); skipped")
         return
+    info = None
+    if acc.want:
+        channel = text.strip().rsplit("::", 1)[0] if "::" in text else None
+        channel = channel or (channels[0] if channels else None)
+        info = Details(qualifiers=(("channel", channel),) if channel else ())
     if version is None:
-        acc.loose(CONDA, name, text.strip(), source)
+        acc.loose(CONDA, name, text.strip(), source, details=info)
     else:
-        acc.pin(CONDA, name, version, source)
+        acc.pin(CONDA, name, version, source, details=info)
+
+
+def _channels(root: yaml.Node | None) -> tuple[str, ...]:
+    """The ``channels:`` of a composed environment.yml (names or URLs, in order)."""
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if (
+                isinstance(key, yaml.ScalarNode)
+                and key.value == "channels"
+                and isinstance(value, yaml.SequenceNode)
+            ):
+                return tuple(str(v.value) for v in value.value if isinstance(v, yaml.ScalarNode))
+    return ()
 
 
 # conda's own pattern for explicit lines: [url/]<name>-<version>-<build>.(conda|tar.bz2)[#hash]
@@ -1028,7 +1142,30 @@ def _read_conda_explicit(path: Path, text: str, label: str, acc: _Acc) -> None:
                 acc.warn(f"{source}: #{checksum}: not an md5 or sha256 digest; ignored")
             else:
                 hashes.append(found)
-        acc.pin(CONDA, name.lower(), version, source, hashes)
+        info = None
+        if acc.want:
+            url = line.split("#", 1)[0]
+            info = Details(
+                download_url=url if _URL_RE.match(url) else None,
+                qualifiers=_conda_qualifiers(url, _build, match.group("ext")),
+            )
+        acc.pin(CONDA, name.lower(), version, source, hashes, info)
+
+
+_SUBDIR_RE: Final = re.compile(r"^(?:noarch|[a-z0-9]+-[a-z0-9_]+)$")
+
+
+def _conda_qualifiers(url: str, build: str, ext: str) -> tuple[tuple[str, str], ...]:
+    """purl qualifiers of a conda package URL: ``.../<channel>/<subdir>/<file>``."""
+    parts = url.replace("\\", "/").split("/")
+    found: list[tuple[str, str]] = [("build", build)] if build else []
+    if len(parts) >= 3 and _SUBDIR_RE.match(parts[-2]):
+        found.append(("subdir", parts[-2]))
+        channel = parts[-3]
+        if channel and ":" not in channel:
+            found.append(("channel", channel))
+    found.append(("type", "conda" if ext == ".conda" else "tar.bz2"))
+    return tuple(sorted(found))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1109,21 +1246,78 @@ def _read_dist(dist: _Dist, root: Path, acc: _Acc) -> None:
         return
     version = _pypi_version(raw_version.strip())
     direct = _direct_url(dist.path / "direct_url.json") if dist.path.is_dir() else None
+    info = metadata_details(headers) if acc.want else None
     if direct is not None:
-        what, location = direct
+        what, location, hashes = direct
+        if info is not None:
+            info = replace(info, version=version, download_url=location)
         acc.loose(
             PYPI,
             name,
             f"{'-e ' if what == 'editable' else f'{name} @ '}{location}",
             source,
             f"{source}: {name} {version} installed from {what} {location}, not a package version",
+            hashes,
+            info,
         )
         return
-    acc.pin(PYPI, name, version, source)
+    acc.pin(PYPI, name, version, source, details=info)
 
 
-def _direct_url(path: Path) -> tuple[str, str] | None:
-    """PEP 610: ``(what, location)`` for a dist installed from a URL, path or VCS, else None."""
+def _person(name: object, email: object) -> str | None:
+    parts = [str(v).strip() for v in (name, email) if isinstance(v, str) and v.strip()]
+    if len(parts) == 2 and "<" not in parts[1]:
+        return f"{parts[0]} <{parts[1]}>"
+    return parts[-1] if parts and "<" in parts[-1] else (parts[0] if parts else None)
+
+
+_HOME_LABELS: Final = ("homepage", "home", "home-page", "source", "repository", "source code")
+
+
+def metadata_details(headers: Mapping[str, object] | email.message.Message) -> Details:
+    """:class:`Details` from core metadata headers (METADATA / PKG-INFO, already parsed)."""
+    get_all = getattr(headers, "get_all", None)
+
+    def many(key: str) -> list[str]:
+        values = get_all(key) if get_all is not None else None
+        return [" ".join(str(v).split()) for v in values or ()]
+
+    def one(key: str) -> str | None:
+        value = headers.get(key)
+        text = str(value).strip() if value is not None else ""
+        return text if text and text.lower() not in ("unknown", "none") else None
+
+    info = license_from_fields(one("License-Expression"), one("License"), many("Classifier"))
+    requires: list[str] = []
+    for text in many("Requires-Dist"):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and "extra" in str(req.marker):
+            continue  # only with an extra the environment may not have asked for
+        requires.append(canonicalize_name(req.name))
+    homepage = one("Home-page")
+    for entry in many("Project-URL"):
+        label, _, url = entry.partition(",")
+        if homepage is None and label.strip().lower() in _HOME_LABELS and url.strip():
+            homepage = url.strip()
+    supplier = _person(one("Author"), one("Author-email")) or _person(
+        one("Maintainer"), one("Maintainer-email")
+    )
+    return Details(
+        license=info.expression,
+        license_raw=info.raw,
+        supplier=supplier,
+        summary=one("Summary"),
+        homepage=homepage,
+        requires=tuple(dict.fromkeys(requires)),
+    )
+
+
+def _direct_url(path: Path) -> tuple[str, str, list[str]] | None:
+    """PEP 610: ``(what, location, hashes)`` for a dist installed from a URL, path or VCS,
+    else None."""
     text = _small_text(path)
     if text is None:
         return None
@@ -1137,11 +1331,20 @@ def _direct_url(path: Path) -> tuple[str, str] | None:
     vcs = data.get("vcs_info")
     if isinstance(vcs, dict):
         commit = vcs.get("commit_id")
-        return "a VCS", f"{vcs.get('vcs', 'vcs')}+{url}" + (f"@{commit}" if commit else "")
+        where = f"{vcs.get('vcs', 'vcs')}+{url}" + (f"@{commit}" if commit else "")
+        return "a VCS", where, []
     directory = data.get("dir_info")
     if isinstance(directory, dict):
-        return ("editable" if directory.get("editable") else "a local directory"), url
-    return "a direct URL", url
+        return ("editable" if directory.get("editable") else "a local directory"), url, []
+    archive = data.get("archive_info")
+    hashes: list[str] = []
+    if isinstance(archive, dict):
+        hashes = _hash_table(archive.get("hashes"))
+        legacy = archive.get("hash")
+        if not hashes and isinstance(legacy, str) and "=" in legacy:
+            algo, _, digest = legacy.partition("=")
+            hashes = [f"{algo}:{digest}"]
+    return "a direct URL", url, hashes
 
 
 def _read_python_env(root: Path, acc: _Acc) -> None:
@@ -1183,7 +1386,7 @@ def _read_conda_prefix(root: Path, acc: _Acc) -> None:
             acc.warn(f"{source}: record has no name or version; skipped")
             continue
         hashes = [f"{algo}:{data[algo]}" for algo in ("sha256", "md5") if _str(data, algo)]
-        acc.pin(CONDA, name.lower(), version, source, hashes)
+        acc.pin(CONDA, name.lower(), version, source, hashes, _conda_record_details(data))
         files = data.get("files")
         if isinstance(files, list):
             managed.update(_dist_dirs(f for f in files if isinstance(f, str)))
@@ -1196,6 +1399,41 @@ def _read_conda_prefix(root: Path, acc: _Acc) -> None:
             if installer is not None and installer.strip() == "conda":
                 continue
             _read_dist(dist, root, acc)
+
+
+def _conda_record_details(data: Mapping[str, object]) -> Details:
+    """SBOM facts of one ``conda-meta/*.json`` record."""
+    raw = _str(data, "license")
+    expression = normalize_expression(raw) if raw else None
+    if raw and expression is None:
+        expression = license_from_fields(None, raw, ()).expression
+    depends = data.get("depends")
+    requires = (
+        [str(d).split()[0].lower() for d in depends if isinstance(d, str) and d.strip()]
+        if isinstance(depends, list)
+        else []
+    )
+    qualifiers: list[tuple[str, str]] = []
+    channel = _str(data, "channel")
+    if channel:  # a name, or a URL ending in the channel (and sometimes the subdir)
+        parts = [p for p in channel.rstrip("/").split("/") if p]
+        if parts and _SUBDIR_RE.match(parts[-1]) and len(parts) > 1:
+            parts = parts[:-1]
+        if parts:
+            qualifiers.append(("channel", parts[-1]))
+    for key in ("subdir", "build"):
+        if _str(data, key):
+            qualifiers.append((key, str(data[key])))
+    url = _str(data, "url")
+    if url:
+        qualifiers.append(("type", "conda" if url.endswith(".conda") else "tar.bz2"))
+    return Details(
+        license=expression,
+        license_raw=raw,
+        download_url=url,
+        requires=tuple(dict.fromkeys(requires)),
+        qualifiers=tuple(sorted(qualifiers)),
+    )
 
 
 def _dist_dirs(files: Iterable[str]) -> Iterator[str]:

@@ -477,3 +477,72 @@ class ConsoleSessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EnvironmentRow(Base):
+    """A team's named environment (TEAM/NAME); its versions are immutable lock files."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("team", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class EnvironmentVersionRow(Base):
+    """One pushed (or locked) version: the file (in the blob store) and its evaluated status."""
+
+    __tablename__ = "environment_versions"
+    __table_args__ = (UniqueConstraint("env_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))  # core.lockfiles kind
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))  # the file, in the blob store
+    size: Mapped[int] = mapped_column(BigInteger)
+    index_name: Mapped[str | None] = mapped_column(String(64))  # policy verdicts against it
+    status: Mapped[str] = mapped_column(String(16))  # green | red
+    problems: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # "name==ver" → [...]
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class EnvironmentPackageRow(Base):
+    """A pin of an environment version; indexed by package so a change to one package
+    re-evaluates only the versions that contain it."""
+
+    __tablename__ = "environment_packages"
+    __table_args__ = (Index("ix_environment_packages_package", "ecosystem", "name"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("environment_versions.id", ondelete="CASCADE"), index=True
+    )
+    ecosystem: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+
+
+class EnvironmentStatusRow(Base):
+    """A change of an environment version's status, with its cause."""
+
+    __tablename__ = "environment_status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("environment_versions.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    old_status: Mapped[str] = mapped_column(String(16))
+    new_status: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -117,7 +117,7 @@ class AlertService:
                     "team": team,
                     "downloads": downloads,
                 }
-                outcome, detail = await self._deliver(team, alert)
+                outcome, detail = await self.deliver(team, alert)
                 self._audit.record(
                     "alert.raised",
                     outcome=outcome,
@@ -133,7 +133,8 @@ class AlertService:
         await self._audit.flush()
         return raised
 
-    async def _deliver(self, team: str | None, alert: dict[str, Any]) -> tuple[str, str]:
+    async def deliver(self, team: str | None, alert: dict[str, Any]) -> tuple[str, str]:
+        """POST ``alert`` to the team's webhook (or the default one): (outcome, detail)."""
         url = (self._settings.alert_team_webhooks.get(team) if team else None) or (
             self._settings.alert_webhook
         )

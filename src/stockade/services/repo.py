@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stockade.core.auth import Grant, TokenInfo
@@ -574,8 +574,9 @@ async def mirror_projects(s: AsyncSession, index_id: int) -> list[str]:
 
 
 async def insert_audit(s: AsyncSession, events: list[dict[str, Any]]) -> None:
-    s.add_all(AuditRow(**e) for e in events)
-    await s.flush()
+    """One multi-row INSERT for the batch (no ORM objects: the audit writer is hot)."""
+    if events:
+        await s.execute(insert(AuditRow), events)
 
 
 async def list_audit(s: AsyncSession, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:

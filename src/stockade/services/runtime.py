@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,7 @@ from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
 from stockade.services.console import SESSION_TTL, ConsoleService
+from stockade.services.environments import EnvironmentService
 from stockade.services.files import FileService
 from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
@@ -101,6 +103,8 @@ class Runtime:
         self.alerts = AlertService(
             settings, self.sessions, self.vulns, self.tokens, self.audit, self.http
         )
+        self.envs = EnvironmentService(self.sessions, self.store, self.vulns, self.audit)
+        self.envs.pages, self.envs.indexes, self.envs.alerts = self.pages, self.indexes, self.alerts
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -162,9 +166,42 @@ class Runtime:
         if report.added or report.updated:
             self.changed()
             try:
-                await self.alerts.after_import(report.changed)
+                await self.advisories_changed(report.changed)
             except Exception as exc:  # alerts must not stop the sync schedule
                 log.warning("alerts after the sync failed: %s", exc)
+
+    async def advisories_changed(
+        self, ids: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """After an import or sync: alerts for affected downloads, and the environments that
+        contain a package of a changed advisory re-evaluated. (alerts, environment changes)"""
+        self.vulns.clear()
+        alerts = await self.alerts.after_import(ids)
+        if not ids:
+            return alerts, []
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        changes = await self.envs.reevaluate_packages(
+            await self.vulns.packages_of(ids), cause=f"advisories changed: {shown}"
+        )
+        await self.audit.flush()
+        return alerts, changes
+
+    async def curated(self, advisory: str, ecosystem: str, package: str) -> list[dict[str, Any]]:
+        """After a curation: environments containing the package re-evaluated."""
+        self.vulns.clear()
+        changes = await self.envs.reevaluate_packages(
+            [(ecosystem, package)], cause=f"curation of {advisory} for {package}"
+        )
+        await self.audit.flush()
+        return changes
+
+    async def policy_changed(self, index: str, version: int) -> list[dict[str, Any]]:
+        """After a policy change: environments bound to the index re-evaluated."""
+        self.policies.clear()
+        self.pages.clear(index)
+        changes = await self.envs.reevaluate_index(index, cause=f"policy of {index} v{version}")
+        await self.audit.flush()
+        return changes
 
     async def close(self) -> None:
         for task in self._tasks:

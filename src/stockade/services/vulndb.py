@@ -652,6 +652,18 @@ class VulnDB:
                 out[adv_id].append(alias)
         return {k: tuple(sorted(v)) for k, v in out.items()}
 
+    async def packages_of(self, ids: Iterable[str]) -> set[tuple[str, str]]:
+        """(ecosystem, name) of every package these advisories name."""
+        wanted = sorted(set(ids))
+        out: set[tuple[str, str]] = set()
+        async with self._sessions() as s:
+            for i in range(0, len(wanted), 500):
+                q = select(AdvisoryPackageRow.ecosystem, AdvisoryPackageRow.name).where(
+                    AdvisoryPackageRow.advisory_id.in_(wanted[i : i + 500])
+                )
+                out.update((e, n) for e, n in (await s.execute(q)).tuples())
+        return out
+
     async def query(self, ecosystem: str, name: str, version: str) -> list[Finding]:
         return (await self.query_many([(ecosystem, name, version)]))[
             (*normalize_package(ecosystem, name), version)

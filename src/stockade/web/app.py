@@ -49,6 +49,7 @@ from stockade.services.runtime import Runtime
 from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
+from stockade.web import sbom_routes
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 from stockade.web.metrics import Metrics, RequestMetrics
@@ -703,6 +704,7 @@ async def api_curate(request: Request) -> Response:
         reason=c.reason,
     )
     runtime.changed()
+    await runtime.curated(c.advisory_id, c.ecosystem, c.package)
     return _json(c.as_dict(), 201)
 
 
@@ -738,6 +740,7 @@ async def api_policy(request: Request) -> Response:
     made = await runtime.policies.set(index.name, text, author)
     runtime.audit.record("policy.set", actor=author, index=index.name, version=made.version)
     runtime.changed()
+    await runtime.policy_changed(index.name, made.version)
     return _json(made.as_dict(), 201)
 
 
@@ -901,6 +904,93 @@ async def api_identity(request: Request) -> Response:
     return _json(await rt(request).identity.report(index.name, project))
 
 
+async def _env_token(request: Request, team: str | None, needed: Scope) -> TokenInfo:
+    """Environments belong to teams: a token of the team with the scope, or an admin token
+    on every index (no team)."""
+    token = await identify(request)
+    now = repo.utcnow()
+    if token is None or token.revoked_at is not None or token.is_expired(now):
+        raise AuthError("a valid token is required", "send a team token (basic auth __token__)")
+    if (
+        token.team is None
+        and token.index_name == auth.ALL_INDEXES
+        and token.scope.allows(Scope.ADMIN)
+    ):
+        return token
+    if team is not None and token.team == team and token.scope.allows(needed):
+        return token
+    raise Forbidden(
+        f"token {token.id} may not {needed.value} environments of team {team!r}",
+        "use a token of that team (stockade token create --team TEAM) or an admin token",
+    )
+
+
+async def api_envs(request: Request) -> Response:
+    """GET the newest version of every environment the token may see (?team=)."""
+    runtime = rt(request)
+    team = request.query_params.get("team")
+    token = await identify(request)
+    if token is not None and token.team is not None:
+        team = token.team  # a team token sees its team's environments only
+    await _env_token(request, team, Scope.READ)
+    return _json([v.as_dict(packages=False) for v in await runtime.envs.latest(team)])
+
+
+async def api_env(request: Request) -> Response:
+    """GET the versions of TEAM/NAME; POST a lock file (?filename=&index=&note=) as the next
+    version."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    ref = f"{team}/{name}"
+    if request.method == "GET":
+        await _env_token(request, team, Scope.READ)
+        return _json([v.as_dict(packages=False) for v in await runtime.envs.versions(ref)])
+    token = await _env_token(request, team, Scope.WRITE)
+    q = request.query_params
+    filename = q.get("filename")
+    if not filename:
+        raise InvalidRequest(
+            "filename is required (it tells the format)", "?filename=uv.lock or requirements.txt"
+        )
+    from stockade.core.lockfiles import MAX_FILE_SIZE
+
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FILE_SIZE:
+            raise PayloadTooLarge(
+                f"the lock file exceeds {MAX_FILE_SIZE} bytes", "push the lock file, not an archive"
+            )
+    made = await runtime.envs.push(
+        ref, filename, bytes(body), index=q.get("index"), author=token.id, note=q.get("note")
+    )
+    await runtime.audit.flush()
+    return _json(made.as_dict(), 201)
+
+
+async def api_env_version(request: Request) -> Response:
+    """GET one version with its packages, problems and status history."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    await _env_token(request, team, Scope.READ)
+    ref = f"{team}/{name}@{request.path_params['version']}"
+    got = await runtime.envs.get(ref)
+    return _json({**got.as_dict(), "history": await runtime.envs.history(ref)})
+
+
+async def api_env_file(request: Request) -> Response:
+    """GET the stored lock file of a version, byte for byte."""
+    runtime = rt(request)
+    team, name = request.path_params["team"], request.path_params["name"]
+    await _env_token(request, team, Scope.READ)
+    got, body = await runtime.envs.pull(f"{team}/{name}@{request.path_params['version']}")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{got.filename}"'},
+    )
+
+
 _INCLUDE_OPTS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -1035,6 +1125,10 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
+        Route("/api/v1/envs", api_envs),
+        Route("/api/v1/envs/{team}/{name}", api_env, methods=["GET", "POST"]),
+        Route("/api/v1/envs/{team}/{name}/{version:int}", api_env_version),
+        Route("/api/v1/envs/{team}/{name}/{version:int}/file", api_env_file),
         Route("/api/v1/reports/ssdf", api_report_ssdf),
         Route("/api/v1/vulns", api_vulns),
         Route("/api/v1/vulns/query", api_vuln_query),
@@ -1042,6 +1136,7 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/vulns/{ident}/downloads", api_vuln_downloads),
         Route("/api/v1/vulns/{ident}/curations", api_curate, methods=["POST"]),
         Route("/api/v1/scan", api_scan, methods=["POST"]),
+        *sbom_routes.ROUTES,
     ]
     from stockade.web import console, ops
     from stockade.web.conda import routes as conda_routes  # it imports this module

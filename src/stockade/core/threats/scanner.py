@@ -20,6 +20,8 @@ import ast
 import hashlib
 import re
 import time
+import tomllib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +293,81 @@ _SCRIPT_EXT: Final = (
 )
 _BLANKS: Final = b" " * 120
 _WEBHOOK_NEEDLES: Final = (b"webhooks/", b"api.telegram.org", b"hooks.slack.com", b"webhook.office")
+_CFG_REF: Final = re.compile(r"=\s*([A-Za-z_][\w.]*\.[A-Za-z_]\w*)\s*$")
 _ROLE_OF_CTX: Final = {"install": "setup", "startup": "pth", "import": "module"}
+
+
+class _ContentCache:
+    """Per-process memo of the expensive per-member work, keyed by the sha256 of the member's
+    bytes: the raw-text gate and the Python analysis. Identical modules recur across versions
+    of a project and across projects (vendored copies), so a process scanning many files (the
+    server, ``stockade inspect -j``, the benches) analyses each distinct source once. The
+    analysis of a source depends only on its text, its role, the entry functions asked for,
+    the limits and the rule set (never on the member path: events are re-labelled with the
+    path of the member at hand, and every list handed out is a fresh copy, since the scanner
+    appends to them). Bounded (entries and source bytes), least recently used out first."""
+
+    def __init__(self, max_entries: int = 20_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._gate: OrderedDict[bytes, bool] = OrderedDict()
+        self._res: OrderedDict[tuple[Any, ...], tuple[PyResult, int, RuleSet]] = OrderedDict()
+        self._bytes = 0
+
+    def clear(self) -> None:
+        self._gate.clear()
+        self._res.clear()
+        self._bytes = 0
+
+    def gate(self, digest: bytes, data: bytes) -> bool:
+        hit = self._gate.get(digest)
+        if hit is not None:
+            self._gate.move_to_end(digest)
+            return hit
+        worth = bool(GATE.search(data)) or (
+            _BLANKS in data and HIDDEN_CODE.search(_decode_text(data)) is not None
+        )
+        self._gate[digest] = worth
+        if len(self._gate) > 4 * self.max_entries:
+            self._gate.popitem(last=False)
+        return worth
+
+    def get(self, key: tuple[Any, ...], rules: RuleSet, path: str) -> PyResult | None:
+        hit = self._res.get(key)
+        if hit is None or hit[2] is not rules:
+            return None
+        self._res.move_to_end(key)
+        return _rebased(hit[0], path)
+
+    def put(self, key: tuple[Any, ...], rules: RuleSet, res: PyResult, size: int) -> None:
+        if size > self.max_bytes // 8:
+            return
+        old = self._res.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._res[key] = (_rebased(res, ""), size, rules)
+        self._bytes += size
+        while self._res and (len(self._res) > self.max_entries or self._bytes > self.max_bytes):
+            _k, (_r, n, _rs) = self._res.popitem(last=False)
+            self._bytes -= n
+
+
+def _rebased(res: PyResult, path: str) -> PyResult:
+    """A copy of ``res`` whose events name ``path`` (fresh lists: callers append to them)."""
+    return PyResult(
+        [Event(e.tag, e.labels, e.line, e.snippet, e.scope, path, e.origin) for e in res.events],
+        list(res.scopes),
+        res.ok,
+        list(res.programs),
+        list(res.exec_files),
+        set(res.imported),
+        res.payloads,
+        list(res.calls_out),
+        res.salvaged,
+    )
+
+
+CACHE: Final = _ContentCache()
 
 
 class _Scan:
@@ -313,6 +389,7 @@ class _Scan:
         # calls eager code makes to imported names: (caller member name, dotted, context)
         self.calls_out: list[tuple[str, str, str]] = []
         self.quiet: dict[str, bool] = {}  # member name -> its analysis found no event at all
+        self.digests: dict[int, bytes] = {}  # id(member) -> sha256 of its bytes
 
     def run(self, data: bytes) -> tuple[list[Finding], int, int]:
         members, aevents, total = walk(data, self.filename, self.limits)
@@ -331,6 +408,7 @@ class _Scan:
                 self._member(m, kind, backends)
             except RecursionError:
                 self._pkg_event(ArchiveEvent("python_unparsable", m.path, "too deeply nested"))
+        self._declared_hooks(members)
         self._second_pass()
         findings = _evaluate(self.rules, self.units, self.package)
         return findings, len(members), max(total, len(data))
@@ -349,6 +427,41 @@ class _Scan:
         if any(n.endswith(("setup.py", "PKG-INFO", "pyproject.toml")) for n in names):
             return "sdist"
         return "other"
+
+    def _declared_hooks(self, members: list[Member]) -> None:
+        """Build hooks declared in configuration rather than in setup.py: setuptools
+        ``cmdclass`` tables of pyproject.toml / setup.cfg (classes whose methods run at
+        install) and Hatch custom build hooks (a file that runs at build)."""
+        for m in members:
+            if m.depth != 0 or m.name.count("/") > 1:
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            top = m.name.rsplit("/", 1)[0] + "/" if "/" in m.name else ""
+            if base == "pyproject.toml":
+                try:
+                    doc = tomllib.loads(_decode_text(m.data))
+                except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+                    continue
+                tool = _table(doc, "tool")
+                cmd = _table(_table(tool, "setuptools"), "cmdclass")
+                for v in list(cmd.values())[:20]:
+                    if isinstance(v, str):
+                        self.calls_out.append((m.name, v.strip(), "install"))
+                for path in _hatch_hook_paths(tool.get("hatch"))[:10]:
+                    hook = self.py_by_name.get(top + path.removeprefix("./"))
+                    if hook is not None and hook[1] != "setup":
+                        self._python(hook[0], "setup", forced=True)
+            elif base == "setup.cfg":
+                inside = False
+                for ln in _decode_text(m.data).splitlines()[:5000]:
+                    if re.match(r"\s*cmdclass\s*=", ln):
+                        inside = True
+                        ln = ln.split("=", 1)[1]
+                    elif inside and ln[:1] not in (" ", "\t"):
+                        inside = False
+                    mm = _CFG_REF.search(ln) if inside else None
+                    if mm is not None:
+                        self.calls_out.append((m.name, mm.group(1), "install"))
 
     def _in_tree_backends(self, members: list[Member]) -> set[str]:
         """Module file names of a PEP 517 in-tree backend (``backend-path``): build code."""
@@ -388,6 +501,12 @@ class _Scan:
             return
         self.texts.append(m)
 
+    def _digest(self, m: Member) -> bytes:
+        d = self.digests.get(id(m))
+        if d is None:
+            d = self.digests[id(m)] = hashlib.sha256(m.data).digest()
+        return d
+
     def _python(
         self, m: Member, role: str, forced: bool = False, entries: dict[str, str] | None = None
     ) -> None:
@@ -409,22 +528,30 @@ class _Scan:
             )
             self._text(m, python=True, role=role)
             return
-        if (
-            not forced
-            and role not in ("setup", "pth")
-            and not GATE.search(m.data)
-            and not (_BLANKS in m.data and HIDDEN_CODE.search(_decode_text(m.data)))
-        ):
+        digest = self._digest(m)
+        if not forced and role not in ("setup", "pth") and not CACHE.gate(digest, m.data):
             return  # no sink, decoder or indicator token: nothing a code rule could match
-        ctx = make_ctx(
-            self.rules,
-            self.matcher,
-            max_payload_depth=self.limits.max_payload_depth,
-            max_ast_bytes=self.limits.max_python_bytes,
-            fold_budget=self.limits.max_fold_steps,
-            payload_bytes=self.limits.max_payload_bytes,
+        key = (
+            digest,
+            role,
+            text is not None,
+            tuple(sorted(entries.items())) if entries else None,
+            self.limits,
         )
-        res = analyze_python(text or _decode_text(m.data), m.path, role, ctx, entries=entries)
+        cached = CACHE.get(key, self.rules, m.path)
+        if cached is not None:
+            res = cached
+        else:
+            ctx = make_ctx(
+                self.rules,
+                self.matcher,
+                max_payload_depth=self.limits.max_payload_depth,
+                max_ast_bytes=self.limits.max_python_bytes,
+                fold_budget=self.limits.max_fold_steps,
+                payload_bytes=self.limits.max_payload_bytes,
+            )
+            res = analyze_python(text or _decode_text(m.data), m.path, role, ctx, entries=entries)
+            CACHE.put(key, self.rules, res, len(m.data))
         if m.depth == 0:
             self.calls_out.extend((m.name, d, c) for d, c in res.calls_out)
             if entries is None:
@@ -709,6 +836,36 @@ class _Scan:
             Event("native_binary", frozenset(labels), None, snippet_of(m.path), 0, m.path)
         )
         self.binaries[m.name.replace("\\", "/").rsplit("/", 1)[-1].lower()] = m
+
+
+def _table(d: dict[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _hatch_hook_paths(hatch: object) -> list[str]:
+    """``path`` of every Hatch custom build hook ([tool.hatch.build.hooks.custom] and the
+    per-target ones)."""
+    out: list[str] = []
+    if not isinstance(hatch, dict):
+        return out
+    build = hatch.get("build")
+    if not isinstance(build, dict):
+        return out
+    targets = build.get("targets")
+    tables = (
+        [build, *(t for t in targets.values() if isinstance(t, dict))]
+        if isinstance(targets, dict)
+        else [build]
+    )
+    for t in tables:
+        hooks = t.get("hooks")
+        custom = hooks.get("custom") if isinstance(hooks, dict) else None
+        if isinstance(custom, dict):
+            path = custom.get("path", "hatch_build.py")
+            if isinstance(path, str):
+                out.append(path)
+    return out
 
 
 def scan_bytes(
