@@ -502,7 +502,11 @@ def test_browser_admin_flow(scene: Scene, browser_page: object, db_url: str) -> 
     _shot(page, "audit", db)
 
     page.goto(f"{srv.url}/ui/reports")
-    expect(page.locator("#sbom-unavailable")).to_contain_text("Not available yet")
+    with page.expect_download() as got:
+        page.click('#sbom-links a[href="/ui/reports/sbom/internal?format=cyclonedx"]')
+    sbom = json.loads(Path(got.value.path()).read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert any(c.get("name") == "alpha" for c in sbom["components"])
     page.click("#ssdf-form button[type=submit]")
     expect(page.locator("body")).to_contain_text("PS.3.1")
     _shot(page, "ssdf", db)

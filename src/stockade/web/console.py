@@ -766,6 +766,47 @@ async def ssdf_report(request: Request, sess: ConsoleSession) -> Response:
     return HTMLResponse(render_html(report), headers=_REPORT_CSP)
 
 
+_SBOM_EXT = {"cyclonedx": "cdx.json", "spdx": "spdx.json", "spdx-tv": "spdx", "openvex": "vex.json"}
+
+
+@page
+async def sbom_download(request: Request, sess: ConsoleSession) -> Response:
+    """An index's SBOM (services/sbom.py, as ``GET /api/v1/indexes/<index>/sbom``), as a
+    download; audited as ``sbom.create`` with the console user as actor."""
+    import anyio
+
+    from stockade.core.sbom.render import MEDIA_TYPES, check_format, render
+    from stockade.core.sbom.spdx import Stamp
+    from stockade.services.sbom import SbomService
+
+    runtime = rt(request)
+    index = await runtime.indexes.get(request.path_params["index"])
+    fmt = check_format(request.query_params.get("format", "cyclonedx"))
+    with_vulns = fmt == "openvex" or request.query_params.get("with_vulns") == "1"
+    svc = SbomService(runtime)
+    base = str(request.base_url).rstrip("/")
+    bom = await svc.with_licenses(await svc.index_bom(index.name, base_url=base))
+    if with_vulns:
+        bom = await svc.with_vulns(bom)
+    stamp = Stamp.make(bom, reproducible=False)
+    text = await anyio.to_thread.run_sync(lambda: render(bom, fmt, stamp, with_vulns=with_vulns))
+    runtime.audit.record(
+        "sbom.create",
+        actor=sess.user.actor,
+        project=bom.name,
+        format=fmt,
+        kind=bom.kind,
+        components=len(bom.components),
+        vulnerabilities=len(bom.vulns),
+    )
+    name = f"{index.name}-sbom.{_SBOM_EXT.get(fmt, 'txt')}"
+    return Response(
+        text,
+        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
+        media_type=MEDIA_TYPES[fmt],
+    )
+
+
 def _routes() -> list[Route | Mount]:
     return [
         Route("/", home),
@@ -784,6 +825,7 @@ def _routes() -> list[Route | Mount]:
         Route("/audit", audit_page),
         Route("/reports", reports_page),
         Route("/reports/ssdf", ssdf_report),
+        Route("/reports/sbom/{index}", sbom_download),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
 
