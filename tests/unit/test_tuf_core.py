@@ -55,3 +55,18 @@ def test_documents_verify_with_python_tuf() -> None:
     assert T.snapshot_versions(snap) == {"targets": 1, name: 2}
     ts = T.build_timestamp(snap, 5, 7, exp, keys["timestamp"])
     assert T.version_of(ts) == 7 and T.expires_of(ts) == exp
+
+
+def test_fast_canonical_signing_matches_what_clients_verify() -> None:
+    """Signatures are made over orjson bytes when they equal canonical JSON, and over
+    securesystemslib's encoding otherwise; python-tuf's verification (canonical) accepts both."""
+    keys = {r: _signer() for r in ("targets", "bins")}
+    exp = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    md_targets = Metadata[Targets].from_bytes(
+        T.build_targets(keys["bins"].public_key, 1, 1, exp, keys["targets"])
+    )
+    for path in ("files/a/a-1.0.tar.gz", 'files/é/\\"odd\tname'):
+        doc = Metadata[Targets].from_bytes(
+            T.build_bin([T.Target(path, 1, "c" * 64)], 1, exp, keys["bins"])
+        )
+        md_targets.signed.verify_delegate(T.bin_of(path, 1), doc.signed_bytes, doc.signatures)

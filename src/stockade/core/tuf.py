@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+import orjson
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import (
     Delegations,
@@ -31,13 +32,15 @@ from tuf.api.metadata import (
     MetaFile,
     Role,
     Root,
+    Signed,
     Snapshot,
     SuccinctRoles,
     TargetFile,
     Targets,
     Timestamp,
 )
-from tuf.api.serialization.json import JSONSerializer
+from tuf.api.serialization import SignedSerializer
+from tuf.api.serialization.json import CanonicalJSONSerializer
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 KEY_ROLES = ("root", "targets", "snapshot", "timestamp", "bins")  # one key file per name
@@ -49,8 +52,6 @@ ROOT_EXPIRY = timedelta(days=365)
 TARGETS_EXPIRY = timedelta(days=365)
 BINS_EXPIRY = timedelta(days=90)
 SNAPSHOT_EXPIRY = timedelta(days=7)
-
-_SERIALIZER = JSONSerializer(compact=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +110,28 @@ def role_file(role: str, version: int) -> str:
 _S = TypeVar("_S", Root, Targets, Snapshot, Timestamp)
 
 
+class _Canonical(SignedSerializer):
+    """OLPC canonical JSON (what TUF signs and ngclient verifies), fast: orjson with sorted keys
+    gives the same bytes whenever nothing needs escaping (ASCII, no backslash or control
+    character: role names, digits, digests, dates, PyPI file names); anything else goes
+    through securesystemslib's encoder. Snapshots of 16,384 bins sign in milliseconds."""
+
+    _slow = CanonicalJSONSerializer()
+
+    def serialize(self, signed_obj: Signed) -> bytes:
+        data = orjson.dumps(signed_obj.to_dict(), option=orjson.OPT_SORT_KEYS)
+        if data.isascii() and b"\\" not in data:
+            return data
+        return self._slow.serialize(signed_obj)
+
+
+_CANONICAL = _Canonical()
+
+
 def _sign(md: Metadata[_S], signers: Iterable[Signer]) -> bytes:
     for signer in signers:
-        md.sign(signer, append=True)
-    return md.to_bytes(_SERIALIZER)
+        md.sign(signer, append=True, signed_serializer=_CANONICAL)
+    return orjson.dumps(md.to_dict())
 
 
 def build_root(
