@@ -1135,6 +1135,9 @@ def create_app(settings: Settings) -> Any:
     from stockade.web.conda import routes as conda_routes  # it imports this module
 
     routes.extend(conda_routes)
+    from stockade.web.tuf_routes import ROUTES as tuf_routes  # it imports this module
+
+    routes.extend(tuf_routes)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
