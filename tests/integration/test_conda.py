@@ -570,6 +570,11 @@ def test_policy_filters_channel_repodata(server: Server, channel: Channel, tmp_p
             assert r.status_code == 403 and "deny pattern 'lib<2'" in r.text
             r = c.get(f"/conda/{name}/linux-64/tool-0.1-0.tar.bz2")
             assert r.status_code == 403 and "TEST-C" in r.text
+    blocked = [e for e in _audit(server, action="download") if e["outcome"] == "blocked"]
+    assert {e["filename"] for e in blocked} == {
+        "noarch/lib-1.0-0.tar.bz2",
+        "linux-64/tool-0.1-0.tar.bz2",
+    }
     url = _channel_url(server, "internal", token)
     assert _names(_solve_install(url, ["lib"], tmp_path / "a", install=False)) == {"lib": "2.0"}
     with pytest.raises(Exception, match="lib"):

@@ -53,6 +53,8 @@ def test_every_lock_format_gives_the_same_packages(server: Server) -> None:
     assert pulled == (FIXTURES / "uv.lock").read_text()
     listed = cli_json(srv, "env", "list")
     assert [(e["team"], e["name"], e["version"]) for e in listed] == [("web", "app", 4)]
+    bom = json.loads(srv.cli("env", "sbom", "web/app@3", "--format", "cyclonedx").stdout)
+    assert {(c["name"], c["version"]) for c in bom["components"]} == sets["uv.lock"]
 
 
 def test_advisory_turns_it_red_with_one_alert_and_curation_green_again(

@@ -226,10 +226,11 @@ def test_exception_unblocks_until_it_expires(
             "--reason",
             "vendor patch",
             "--expires",
-            "4s",
+            "12s",  # long enough for the CLI calls below on a loaded machine
             "--json",
         ).stdout
     )
+    made_at = time.monotonic()  # the exception was created before this: it ends by +12 s
     assert (made["project"], made["specifier"]) == ("alpha", "==1.1")
     with srv.http(token) as c:
         assert c.get(url).status_code == 200
@@ -237,7 +238,8 @@ def test_exception_unblocks_until_it_expires(
     explained = srv.cli("policy", "explain", "up", "alpha", "1.1").stdout
     assert "exception #" in explained
     assert "vendor patch" in explained
-    time.sleep(4.5)
+    deadline = made_at + 12.5
+    time.sleep(max(0.0, deadline - time.monotonic()))
     with srv.http(token) as c:
         assert c.get(url).status_code == 403  # expired: blocked again, no action needed
     listed = json.loads(srv.cli("policy", "exceptions", "up", "--json").stdout)

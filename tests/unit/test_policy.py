@@ -133,3 +133,10 @@ def test_unrated_advisories_count_only_when_asked() -> None:
     d = evaluate(strict, facts(vulns=(unrated,)), NOW)
     assert not d.allowed
     assert d.blocks[0].message == "PYSEC-1 (severity unknown) ≥ high; fixed in 2.0"
+
+
+def test_kind_of_conda_records_is_conda_whatever_the_container() -> None:
+    assert facts(filename="x-1.0-py_0.tar.bz2").kind == "sdist"  # a PyPI file of that name
+    conda = facts(filename="x-1.0-py_0.tar.bz2", ecosystem="conda")
+    assert conda.kind == "conda"
+    assert facts(filename="x-1.0-py_0.conda", ecosystem="conda").kind == "conda"

@@ -142,6 +142,34 @@ def pull(
         typer.echo(f"{got.ref} ({got.filename}) written to {output}", err=True)
 
 
+@app.command("sbom")
+def sbom(
+    ref: str = typer.Argument(..., help="TEAM/NAME[@VERSION]"),
+    fmt: str = typer.Option("cyclonedx", "--format", help="spdx | spdx-tv | cyclonedx | openvex"),
+    output: Path = typer.Option(None, "--output", "-o", help="Write here (default: stdout)."),
+    with_vulns: bool = typer.Option(False, "--with-vulns", help="Add the curated vulnerabilities."),
+) -> None:
+    """An SBOM of a stored version (as `stockade sbom create` makes of its lock file)."""
+    from stockade.cli.sbom_cmd import create
+
+    got, body = run(lambda r: r.envs.pull(ref))
+    with tempfile.TemporaryDirectory(prefix="stockade-env-sbom-") as tmp:
+        path = Path(tmp) / got.filename
+        path.write_bytes(body)
+        options: dict[str, Any] = {  # the typer defaults of `sbom create`, spelled out
+            "env": None,
+            "index": None,
+            "wheel": None,
+            "downloads": False,
+            "token": None,
+            "team": None,
+            "since": "7d",
+            "until": None,
+            "reproducible": False,
+        }
+        create(file=path, fmt=fmt, output=output, with_vulns=with_vulns, **options)
+
+
 @app.command("diff")
 def diff(a: str = typer.Argument(...), b: str = typer.Argument(...), json: bool = JsonOpt) -> None:
     """Packages added, removed, upgraded or downgraded from A to B, and the problems fixed or

@@ -81,6 +81,7 @@ class AuditLog:
         key_path: Path | None = None,
     ):
         self._sessions = sessions
+        self._flush_lock = asyncio.Lock()
         self._key_path = key_path
         self._key: Ed25519PrivateKey | None = None
         self._queue: list[dict[str, Any]] = []
@@ -135,6 +136,12 @@ class AuditLog:
                 log.exception("audit flush failed; will retry")
 
     async def flush(self) -> None:
+        """Write what is queued; returns once every event recorded before the call is in the
+        database (a flush already under way is waited for, not overtaken)."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._queue and not self._touch:
             return
         events, self._queue = self._queue, []

@@ -922,7 +922,28 @@ class CondaService:
                 raise
         finally:
             writer.abort()  # no-op once committed
-        await self._regenerate(ch, meta.subdir, info)
+        try:
+            await self._regenerate(ch, meta.subdir, info)
+        except Exception as exc:
+            # The package is stored; forget the served document so that the next read
+            # rebuilds it from every stored record instead of serving one without it.
+            log.exception("repodata of %s/%s not regenerated", ch.name, meta.subdir)
+            async with self._sessions() as s, s.begin():
+                await conda_repo.put_state(
+                    s,
+                    ch.index.id,
+                    f"{meta.subdir}/{rd.REPODATA}",
+                    fetched_at=repo.utcnow(),
+                    exists_upstream=True,
+                    json_sha256=None,
+                    policy_key=None,
+                )
+            self._docs.pop((ch.name, f"{meta.subdir}/{rd.REPODATA}"), None)
+            raise StockadeError(
+                f"{filename} was stored, but the repodata of {meta.subdir} could not be "
+                f"regenerated ({type(exc).__name__}); it is rebuilt on the next read",
+                "retry the read; if it fails again, see the server log",
+            ) from exc
         self._audit.record(
             "upload",
             actor=actor,

@@ -136,6 +136,7 @@ class CondaPolicy:
                 findings=malicious.get((name, version), ()),
                 index=index.name,
                 approved=any(covers(a, name, version) for a in approvals),
+                ecosystem="conda",
             )
             decision = evaluate(policy, facts, now, memo)
             if decision.allowed:

@@ -568,13 +568,24 @@ class EnvironmentService:
                     detail: dict[str, Any] = (
                         {"problems": culprits} if new == "red" else {"resolved": sorted(touched)}
                     )
+                    why = cause
+                    if new == "red":  # name what matters to this environment first
+                        named = sorted(
+                            {
+                                f"{p.get('id') or p.get('rule')} ({pin})"
+                                for pin, found in culprits.items()
+                                for p in found
+                            }
+                        )
+                        shown = ", ".join(named[:5]) + (" …" if len(named) > 5 else "")
+                        why = f"{shown}; {cause}" if shown else cause
                     status_rows.append(
                         {
                             "version_id": vid,
                             "at": now,
                             "old_status": old,
                             "new_status": new,
-                            "cause": cause,
+                            "cause": why,
                             "detail": detail,
                         }
                     )
@@ -584,7 +595,7 @@ class EnvironmentService:
                             "team": env.team,
                             "from": old,
                             "to": new,
-                            "cause": cause,
+                            "cause": why,
                             **detail,
                         }
                     )
@@ -598,7 +609,7 @@ class EnvironmentService:
                 project=c["ref"].split("@")[0],
                 outcome=c["to"],
                 ref=c["ref"],
-                cause=cause,
+                cause=c["cause"],
                 team=c["team"],
             )
             if self.alerts is not None:

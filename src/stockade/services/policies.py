@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
-from stockade.core.policy.model import Decision, FindingFact, member_block
-from stockade.core.simple import ProjectPage
+from stockade.core.policy.model import Decision, FindingFact, add_custom, member_block
+from stockade.core.simple import FileEntry, ProjectPage
 from stockade.core.threats.typosquat import PopularNames, check_name
 from stockade.core.vulns.versions import PYPI
 from stockade.db.models import (
@@ -514,6 +514,11 @@ class PolicyService:
         squats += posing.get(None, ())
         per_version: dict[str | None, tuple[tuple[FindingFact, ...], bool, Any]] = {}
         memo: dict[Any, Any] = {}  # version-level and custom rules' verdicts
+        bases: dict[tuple[Any, ...], Decision] = {}  # non-custom verdicts by what they read
+        has_custom = policy.has_custom
+        ages = [r.options["min_age"] for r in policy.rules if r.kind == "age"]
+        recent = max(ages) if ages else timedelta(0)
+        needs_time = bool(ages)
         out: dict[str, Decision] = {}
         for f in page.files:
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
@@ -533,21 +538,28 @@ class PolicyService:
             base_findings, approved_v, exc = shared
             scanned = _scan_findings(scans.get((f.sha256 or "").lower())) if scans else ()
             m = meta.get(f.filename)
-            facts = FileFacts(
-                project=page.name,
-                version=fv,
-                filename=f.filename,
-                yanked=f.yanked,
-                upload_time=parse_time(f.upload_time),
-                vulns=by_version.get(fv or "", ()),
-                size=f.size,
-                license=m.license if m else None,
-                license_known=m is not None,
-                findings=base_findings + scanned if scanned else base_findings,
-                index=index,
-                approved=approved_v,
+            uploaded = parse_time(f.upload_time) if needs_time else None
+            # Everything the non-custom rules read, beyond the version: files of a version
+            # that agree on it get the same verdict, decided once.
+            key = (
+                fv,
+                f.yanked,
+                uploaded if uploaded is not None and now - uploaded < recent else None,
+                (m.license, True) if m is not None else (None, False),
+                scanned,
             )
-            decision = evaluate(policy, facts, now, memo, complete=complete)
+            facts = None
+            base = bases.get(key)
+            if base is None:
+                facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
+                facts.approved = approved_v
+                base = bases[key] = evaluate(policy, facts, now, memo, custom=False)
+            decision = base
+            if has_custom and (complete or not base.blocks):
+                if facts is None:
+                    facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
+                    facts.approved = approved_v
+                decision = add_custom(policy, base, facts, now, memo)
             if not decision.allowed and exc is not None:
                 until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
                 decision = decision.excepted(
@@ -555,6 +567,31 @@ class PolicyService:
                 )
             out[f.filename] = decision
         return out
+
+    @staticmethod
+    def _facts(
+        page: ProjectPage,
+        f: FileEntry,
+        fv: str | None,
+        by_version: dict[str, tuple[VulnFact, ...]],
+        m: Any,
+        base_findings: tuple[FindingFact, ...],
+        scanned: tuple[FindingFact, ...],
+        index: str,
+    ) -> FileFacts:
+        return FileFacts(
+            project=page.name,
+            version=fv,
+            filename=f.filename,
+            yanked=f.yanked,
+            upload_time=parse_time(f.upload_time),
+            vulns=by_version.get(fv or "", ()),
+            size=f.size,
+            license=m.license if m else None,
+            license_known=m is not None,
+            findings=base_findings + scanned if scanned else base_findings,
+            index=index,
+        )
 
     def popular(self) -> PopularNames:
         """The popular-projects list: the admin's refreshed one in the home, else the shipped."""

@@ -15,8 +15,14 @@ from starlette.routing import Route
 
 from stockade.core import auth
 from stockade.core.conda import repodata as rd
-from stockade.core.conda.names import check_subdir, parse_subdirs
-from stockade.errors import InvalidRequest, NotFound, PayloadTooLarge, StockadeError
+from stockade.core.conda.names import check_subdir, parse_filename, parse_subdirs
+from stockade.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PolicyBlocked,
+    StockadeError,
+)
 from stockade.services import repo
 from stockade.services.conda import CHANNELDATA, CURRENT, CondaChannel, ServedDoc
 from stockade.services.files import StoredFile, Streaming
@@ -107,8 +113,21 @@ async def _package(
 ) -> Response:
     runtime = rt(request)
     detail: dict[str, Any] = {"client": client_addr(request)}
+    parsed = parse_filename(filename)
+    detail["project"] = parsed.name if parsed else None
     try:
         got = await runtime.conda.open_package(ch, subdir, filename)
+    except PolicyBlocked as exc:
+        runtime.audit.record(
+            "download",
+            actor=actor,
+            index=ch.name,
+            filename=f"{subdir}/{filename}",
+            outcome="blocked",
+            rules=exc.rules,
+            **detail,
+        )
+        raise
     except StockadeError as exc:
         runtime.audit.record(
             "download",

