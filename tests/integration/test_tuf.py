@@ -36,7 +36,7 @@ def _upload(srv: Server, index: str, wheel: Path) -> None:
             data={":action": "file_upload"},
             files={"content": (wheel.name, wheel.read_bytes())},
         )
-        assert r.status_code == 200, r.text
+        assert r.status_code == 200, r.text + srv.log()[-5000:]
 
 
 def _base(srv: Server, token: str, index: str) -> str:
@@ -278,3 +278,41 @@ def test_mirror_and_virtual_signed_timestamp_refreshed_expired_and_replayed_refu
         _updater(
             srv, reader, "up", tmp_path / "up" / "m", fetcher=ReplayTimestamp(old_ts)
         ).refresh()
+
+
+def test_two_workers_sign_concurrent_uploads_consistently(tmp_path: Path, db_url: str) -> None:
+    """Uploads land on either worker process; each signs behind the tuf_repos row lock, so the
+    metadata ends up naming every file, and a client never meets a missing bin version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = make_server(tmp_path / "home", db_url, workers=2)
+    try:
+        srv.cli("index", "create", "p", "--private")
+        root = tmp_path / "root.json"
+        srv.cli("tuf", "init", "p", "--bins", "4", "--root-out", str(root))
+        wheels = [build_wheel(tmp_path, "thing", f"{v}.0") for v in range(1, 7)]
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda w: _upload(srv, "p", w), wheels))
+        reader = srv.token("p")
+
+        def complete() -> bool:
+            meta = tmp_path / "c" / "metadata"
+            shutil.rmtree(meta, ignore_errors=True)
+            up = _updater(srv, reader, "p", meta, root.read_bytes())
+            up.refresh()
+            return all(up.get_targetinfo(f"files/thing/{w.name}") for w in wheels)
+
+        try:
+            _wait_for(complete, "every upload to be signed", timeout=30)
+        except AssertionError:
+            print(srv.log()[-6000:])
+            print(_status(srv, "p"))
+            raise
+        up = _updater(srv, reader, "p", tmp_path / "c" / "metadata")
+        up.refresh()
+        page = _fetch(up, "simple/thing/index.html", tmp_path / "page.html")
+        assert all(w.name.encode() in page for w in wheels)
+        for w in wheels:
+            assert _fetch(up, f"files/thing/{w.name}", tmp_path / w.name) == w.read_bytes()
+    finally:
+        srv.stop()

@@ -297,33 +297,71 @@ class TufService:
         if not (self._built or self._touched or self._reindex):
             return
         async with self._lock:
-            enabled = await self.enabled()
             built, self._built = self._built, {}
             touched, self._touched = self._touched, set()
             reindex, self._reindex = self._reindex, set()
-            if not enabled:
-                return
-            for name in reindex:
-                if name in enabled:
-                    touched.update((name, p) for p in await self._projects(name))
-            for name, project in list(touched):
-                for parent in await self._containing(name, enabled):
-                    touched.add((parent, project))
-            for key in touched:
-                if key[0] in enabled and key not in built:
-                    try:
-                        built[key] = await self._current(key[0], NormalizedName(key[1]))
-                    except StockadeError:
-                        continue  # logged; the signed targets stay until the page is built
-            by_index: dict[str, dict[str, ServedPage | None]] = {}
-            for (name, project), served in built.items():
-                if name in enabled:
-                    by_index.setdefault(name, {})[project] = served
-            for name, pages in by_index.items():
+            try:
+                await self._flush(built, touched, reindex)
+            except Exception:  # e.g. the database is busy: nothing reported is lost
+                self._touched.update(touched)
+                self._touched.update(built)
+                self._reindex.update(reindex)
+                with contextlib.suppress(RuntimeError):  # no loop: a CLI's last flush
+                    asyncio.get_running_loop().call_later(1.0, self._wake.set)
+                raise
+
+    async def _flush(
+        self,
+        built: dict[tuple[str, str], ServedPage | None],
+        touched: set[tuple[str, str]],
+        reindex: set[str],
+    ) -> None:
+        enabled = await self.enabled()
+        if not enabled:
+            return
+        for name in reindex:
+            if name in enabled:
+                touched.update((name, p) for p in await self._projects(name))
+        for name, project in list(touched):
+            for parent in await self._containing(name, enabled):
+                touched.add((parent, project))
+        for key in touched:
+            if key[0] in enabled:
+                # Files changed: build afresh (a build that started before the change may
+                # have put the old page back into this process's cache meanwhile).
+                self._pages.clear_project(key[1])
                 try:
-                    await self._record(await self._indexes.get(name), pages)
-                except StockadeError as exc:
-                    log.warning("TUF: cannot sign %s: %s", name, exc.message)
+                    built[key] = await self._current(key[0], NormalizedName(key[1]))
+                except StockadeError:
+                    continue  # logged; the signed targets stay until the page is built
+        by_index: dict[str, dict[str, ServedPage | None]] = {}
+        for (name, project), served in built.items():
+            if name in enabled:
+                by_index.setdefault(name, {})[project] = served
+        for name, pages in by_index.items():
+            await self._sign_pages(await self._indexes.get(name), pages)
+
+    async def _sign_pages(self, index: IndexInfo, pages: dict[str, ServedPage | None]) -> None:
+        """Sign ``pages``; then build the ones that changed again, fresh, and sign again if they
+        differ: a page built here before another process committed a newer state (and signed
+        it) must not stay signed. The last signer always checks after its commit, so the newest
+        state wins."""
+        for _attempt in range(3):
+            try:
+                signed = await self._record(index, pages)
+            except Exception as exc:  # e.g. the database is busy: try again in a moment
+                log.warning("TUF: cannot sign %s now (%s); retrying", index.name, exc)
+                self._touched.update((index.name, p) for p in pages)
+                with contextlib.suppress(RuntimeError):  # no loop: a CLI's last flush
+                    asyncio.get_running_loop().call_later(1.0, self._wake.set)
+                return
+            if not signed:
+                return
+            pages = {}
+            for project in signed:
+                self._pages.clear_project(project)
+                with contextlib.suppress(StockadeError):
+                    pages[project] = await self._current(index.name, NormalizedName(project))
 
     async def _projects(self, name: str) -> set[str]:
         index = await self._indexes.get(name)
@@ -397,7 +435,9 @@ class TufService:
                     out.add(T.Target(T.file_path(project, f.filename), got[0], got[1]))
         return out
 
-    async def _record(self, index: IndexInfo, pages: dict[str, ServedPage | None]) -> None:
+    async def _record(self, index: IndexInfo, pages: dict[str, ServedPage | None]) -> list[str]:
+        """Sign the targets of ``pages`` where they differ from the signed ones; the projects
+        whose targets were written."""
         wanted: dict[str, frozenset[T.Target]] = {}
         for project, served in pages.items():
             targets = frozenset() if served is None else frozenset(
@@ -406,15 +446,15 @@ class TufService:
             if self._known.get((index.name, project)) != targets:
                 wanted[project] = targets
         if not wanted:
-            return
+            return []
         if not await self._differs(index.id, wanted):
             for project, targets in wanted.items():
                 self._known[(index.name, project)] = targets
-            return
+            return []
         async with self._sessions() as s, s.begin():
             row = await self._lock_repo(s, index.id)
             if row is None:
-                return
+                return []
             bins = await self._apply(s, index.id, row.bit_length, wanted)
             if bins:
                 await self._publish(s, row, bins)
@@ -422,6 +462,7 @@ class TufService:
             self._known[(index.name, project)] = targets
         if bins:
             log.info("TUF: %s re-signed %d bin(s)", index.name, len(bins))
+        return list(wanted) if bins else []
 
     async def _rows(
         self, s: AsyncSession, index_id: int, projects: Iterable[str]
