@@ -61,6 +61,10 @@ class Settings:
     # downloading team ([alert_team_webhooks] team = "https://…") or else to alert_webhook.
     alert_webhook: str | None = None
     alert_team_webhooks: dict[str, str] = field(default_factory=dict)
+    # Signed indexes (TUF): seconds a timestamp is valid (re-signed when half is gone) and how
+    # often each process checks for expiring metadata (0 = never: `stockade tuf refresh`).
+    tuf_timestamp_expiry: int = 86400
+    tuf_refresh_interval: int = 60
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +110,13 @@ class Settings:
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("port", "page_ttl", "vulndb_sync_interval"):
+        if key in (
+            "port",
+            "page_ttl",
+            "vulndb_sync_interval",
+            "tuf_timestamp_expiry",
+            "tuf_refresh_interval",
+        ):
             out[key] = int(value)
         elif key == "upstream_timeout":
             out[key] = float(value)

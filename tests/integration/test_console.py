@@ -366,12 +366,11 @@ def test_readiness_reports_a_schema_behind(tmp_path: Path) -> None:
 
     ok, checks = asyncio.run(go())
     assert not ok
-    assert checks["migrations"] == {
-        "ok": False,
-        "current": ("0013",),
-        "head": ("0014",),
-        "hint": "run `stockade db upgrade`",
-    }
+    migrations = checks["migrations"]
+    assert isinstance(migrations, dict)
+    assert migrations["ok"] is False and migrations["current"] == ("0013",)
+    assert migrations["head"] != ("0013",)  # the newest revision, whatever its number
+    assert migrations["hint"] == "run `stockade db upgrade`"
     assert checks["database"] == {"ok": True} and checks["storage"] == {"ok": True}
 
 

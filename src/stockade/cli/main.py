@@ -23,6 +23,7 @@ from stockade.cli import (
     team_cmd,
     threats_cmd,
     token_cmd,
+    tuf_cmd,
     vuln_cmd,
 )
 from stockade.cli.common import fail
@@ -54,6 +55,7 @@ app.add_typer(conda_cmd.app, name="conda")
 app.add_typer(console_cmd.app, name="console")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(env_cmd.app, name="env")
+app.add_typer(tuf_cmd.app, name="tuf")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

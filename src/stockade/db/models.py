@@ -546,3 +546,64 @@ class EnvironmentStatusRow(Base):
     new_status: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TufRepoRow(Base):
+    """An index whose TUF metadata Stockade publishes; its row is the signers' lock (every
+    signing transaction updates it first) and names the current version of each role."""
+
+    __tablename__ = "tuf_repos"
+
+    index_id: Mapped[int] = mapped_column(
+        ForeignKey("indexes.id", ondelete="CASCADE"), primary_key=True
+    )
+    bit_length: Mapped[int] = mapped_column(Integer)  # 2**bit_length hashed bins
+    root_version: Mapped[int] = mapped_column(Integer)
+    targets_version: Mapped[int] = mapped_column(Integer)
+    snapshot_version: Mapped[int] = mapped_column(Integer)
+    timestamp_version: Mapped[int] = mapped_column(Integer)
+    timestamp_expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    snapshot_expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bins_expire: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # earliest bin
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TufMetadataRow(Base):
+    """One signed metadata document (``<version>.<role>.json``), immutable once written."""
+
+    __tablename__ = "tuf_metadata"
+    __table_args__ = (UniqueConstraint("index_id", "role", "version"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TufTargetRow(Base):
+    """A target an index's bins list (a served page or a file on it); the previous digest
+    stays downloadable so a client holding the metadata before a change can finish."""
+
+    __tablename__ = "tuf_targets"
+    __table_args__ = (
+        UniqueConstraint("index_id", "path"),
+        Index("ix_tuf_targets_bin", "index_id", "bin"),
+        Index("ix_tuf_targets_project", "index_id", "project"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    index_id: Mapped[int] = mapped_column(ForeignKey("indexes.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(800))
+    bin: Mapped[str] = mapped_column(String(16))
+    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    prev_sha256: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -129,6 +129,8 @@ class FileService:
         self._client = client
         self._inflight: dict[str, Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called with (origin index, project) after a mirrored file was stored: TUF.
+        self.on_stored: Callable[[IndexInfo, str], None] | None = None
 
     async def entry(
         self, index: IndexInfo, project: NormalizedName, filename: str, *, blocked_ok: bool = False
@@ -288,6 +290,8 @@ class FileService:
                 )
             fetch.writer.commit(sha)
             await self._record_mirrored(origin, project, entry, sha, fetch.written)
+            if self.on_stored is not None:
+                self.on_stored(origin, project)
             if self._metadata is not None:  # licences etc. for policies, read off the stored file
                 self._background(
                     self._metadata.from_stored_file(sha, project, entry.version, entry.filename)

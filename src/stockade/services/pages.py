@@ -135,6 +135,8 @@ class PageService:
         self._inflight: dict[tuple[str, str], asyncio.Task[ServedPage | None]] = {}
         # Called with every page a mirror fetched or revalidated upstream (identity checks).
         self.on_mirror_page: Callable[[IndexInfo, ProjectPage], None] | None = None
+        # Called with every page built (None: the index has no such project): TUF signing.
+        self.on_page: Callable[[IndexInfo, str, ServedPage | None], None] | None = None
 
     def clear(self, index: str | None = None) -> None:
         if index is None:
@@ -225,6 +227,8 @@ class PageService:
         if served is not None:
             served = await self._apply_policy(index, served)
         self._remember(key, served)
+        if self.on_page is not None:
+            self.on_page(index, project, served)
         if served is None:
             ttl = self._settings.page_ttl if index.kind is not IndexKind.PRIVATE else 3600.0
             self._neg_until[key] = now + min(ttl, 60.0)

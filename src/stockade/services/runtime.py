@@ -33,6 +33,7 @@ from stockade.services.policies import PolicyService
 from stockade.services.teams import TeamService
 from stockade.services.threats import ThreatService
 from stockade.services.tokens import TokenService
+from stockade.services.tuf import TufService
 from stockade.services.uploads import UploadService
 from stockade.services.vulndb import VulnDB
 from stockade.settings import Settings
@@ -105,6 +106,11 @@ class Runtime:
         )
         self.envs = EnvironmentService(self.sessions, self.store, self.vulns, self.audit)
         self.envs.pages, self.envs.indexes, self.envs.alerts = self.pages, self.indexes, self.alerts
+        self.tuf = TufService(
+            settings, self.sessions, self.store, self.indexes, self.pages, self.audit
+        )
+        self.pages.on_page = self.tuf.page_built
+        self.uploads.on_change = self.files.on_stored = self.tuf.project_changed
         self._tasks: list[asyncio.Task[None]] = []
 
     def _upstream(self, url: str) -> UpstreamIndex:
@@ -112,6 +118,7 @@ class Runtime:
 
     def start(self) -> None:
         self.audit.start()
+        self.tuf.start()
         if self.settings.vulndb_sync_interval > 0:
             self._tasks.append(asyncio.create_task(self._sync_loop(), name="vulndb-sync"))
 
@@ -146,6 +153,7 @@ class Runtime:
         self.threats.clear()
         self.identity.clear()
         self.conda.clear()
+        self.tuf.clear()
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
@@ -199,6 +207,7 @@ class Runtime:
         """After a policy change: environments bound to the index re-evaluated."""
         self.policies.clear()
         self.pages.clear(index)
+        self.tuf.index_changed(index)
         changes = await self.envs.reevaluate_index(index, cause=f"policy of {index} v{version}")
         await self.audit.flush()
         return changes
@@ -209,6 +218,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.tuf.close()
         await self.files.close()
         await self.conda.close()
         await self.threats.close()

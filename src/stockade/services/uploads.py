@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,12 @@ class UploadService:
         self._pages = pages
         self._audit = audit
         self._limits = limits or ArchiveLimits()
+        # Called with (index, project) after its files changed (upload, yank, delete): TUF.
+        self.on_change: Callable[[IndexInfo, str], None] | None = None
+
+    def _changed(self, index: IndexInfo, project: str) -> None:
+        if self.on_change is not None:
+            self.on_change(index, project)
 
     async def accept(
         self,
@@ -144,6 +151,7 @@ class UploadService:
             if self._threats is not None:
                 self._threats.enqueue(sha, form.filename)
             self._pages.clear()
+            self._changed(index, canonicalize_name(meta.name))
             self._audit.record(
                 "upload",
                 actor=actor,
@@ -175,6 +183,7 @@ class UploadService:
         if n == 0:
             raise NotFound(f"{name} {version} has no files on index {index.name!r}")
         self._pages.clear()
+        self._changed(index, name)
         self._audit.record(
             "yank" if yanked else "unyank",
             actor=actor,
@@ -212,6 +221,7 @@ class UploadService:
                 if not await repo.sha_in_use(s, f.sha256):
                     self._store.delete(f.sha256)
         self._pages.clear()
+        self._changed(index, name)
         for f in doomed:
             self._audit.record(
                 "delete",

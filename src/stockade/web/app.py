@@ -1144,6 +1144,9 @@ def create_app(settings: Settings) -> Any:
     routes.extend(conda_routes)
     routes.extend(ops.routes)  # /-/healthz, /-/readyz, /-/metrics
     routes.extend(console.mount())  # the web console at /ui/
+    from stockade.web.tuf_routes import ROUTES as tuf_routes  # it imports this module
+
+    routes.extend(tuf_routes)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
