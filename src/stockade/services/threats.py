@@ -298,7 +298,7 @@ class ThreatService:
     def _reset_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(pool)
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -307,5 +307,18 @@ class ThreatService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(_stop_pool, pool)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the scanner workers down for good: ``shutdown(wait=False)`` alone leaves the
+    spawned workers running after this process exits (orphans, one per server start); a scan
+    in progress is abandoned (its file is scanned again when next needed)."""
+    workers = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        proc.join(timeout=5)
