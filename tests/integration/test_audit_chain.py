@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Awaitable, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from stockade.db.models import AuditCheckpointRow, AuditRow
 from stockade.services.runtime import Runtime
 from stockade.settings import Settings
 from tests.conftest import Server, UpstreamSet
+from tests.webhook import webhook_receiver
 
 
 def runtime(tmp_path: Path, db_url: str) -> Runtime:
@@ -265,26 +264,10 @@ def test_audit_affected_answers_who_downloaded_the_vulnerable_version(
             }
         )
     )
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    try:
+    with webhook_receiver() as (url, received):
         with (srv.home / "stockade.toml").open("a") as f:
-            f.write(f'\n[alert_team_webhooks]\nci = "http://127.0.0.1:{hook.server_port}/hook"\n')
+            f.write(f'\n[alert_team_webhooks]\nci = "{url}"\n')
         imported = json.loads(srv.cli("vulndb", "import", str(feed), "--json").stdout)
-    finally:
-        hook.shutdown()
     # the new advisory affects a version team ci downloaded: one alert, to ci's webhook
     assert [(a["advisory"], a["team"], a["outcome"]) for a in imported["alerts"]] == [
         ("TEST-B", "ci", "ok")

@@ -5,8 +5,6 @@ malformed files store nothing, re-evaluation touches only environments with the 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 
 from tests.conftest import Server, UpstreamSet
 from tests.integration.test_clients import installed, pip
+from tests.webhook import webhook_receiver
 
 FIXTURES = Path(__file__).resolve().parent.parent / "unit" / "lockfiles"
 FORMATS = ("requirements.txt", "pylock.toml", "uv.lock", "poetry.lock")
@@ -62,22 +61,9 @@ def test_advisory_turns_it_red_with_one_alert_and_curation_green_again(
 ) -> None:
     srv = server
     srv.cli("team", "create", "web")
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    with (srv.home / "stockade.toml").open("a") as f:
-        f.write(f'\n[alert_team_webhooks]\nweb = "http://127.0.0.1:{hook.server_port}/h"\n')
-    try:
+    with webhook_receiver() as (url, received):
+        with (srv.home / "stockade.toml").open("a") as f:
+            f.write(f'\n[alert_team_webhooks]\nweb = "{url}"\n')
         first = cli_json(srv, "env", "push", "web/app", str(FIXTURES / "requirements.txt"))
         other = tmp_path / "requirements.txt"
         other.write_text("idna==3.4\n")
@@ -108,8 +94,6 @@ def test_advisory_turns_it_red_with_one_alert_and_curation_green_again(
         assert green["status"] == "green"
         assert [h["to"] for h in green["history"]] == ["red", "green"]
         assert "curation of TEST-J" in green["history"][1]["cause"]
-    finally:
-        hook.shutdown()
     audited = cli_json(srv, "audit", "list", "--action", "env.status")
     assert sorted(e["outcome"] for e in audited) == ["green", "red"]
 

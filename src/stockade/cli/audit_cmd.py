@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,10 +31,6 @@ ActionOpt = typer.Option(None, "--action", help="e.g. download, upload, policy.s
 OutcomeOpt = typer.Option(None, "--outcome", help="ok, blocked, denied, …")
 
 
-def when(text: str | None, option: str) -> datetime | None:
-    return parse_when(text, option)
-
-
 async def _filters(
     r: Runtime,
     since: str | None,
@@ -47,16 +42,10 @@ async def _filters(
     action: str | None,
     outcome: str | None,
 ) -> dict[str, Any]:
-    actors: set[str] | None = None
-    if team is not None:
-        await r.teams.show(team)  # a clear error when it does not exist
-        actors = {t.info.id for t in await r.tokens.list(team=team)}
-    if actor is not None:
-        actors = {actor} if actors is None else actors & {actor}
     return {
-        "since": when(since, "--since"),
-        "until": when(until, "--until"),
-        "actors": actors,
+        "since": parse_when(since, "--since"),
+        "until": parse_when(until, "--until"),
+        "actors": await r.tokens.actor_ids(r.teams, team, actor),
         "index": index,
         "project": project,
         "action": action,

@@ -230,19 +230,7 @@ def curate(
             note=note,
             author=author or _whoami(),
         )
-        r.audit.record(
-            "vuln.curate",
-            actor=c.author,
-            project=c.package,
-            advisory=c.advisory_id,
-            status=c.status,
-            versions=c.versions,
-            justification=c.justification,
-            reason=c.reason,
-        )
-        await r.audit.flush()
-        r.changed()
-        await r.curated(c.advisory_id, c.ecosystem, c.package)
+        await r.curated(c, c.author)
         return c
 
     c = run(go)

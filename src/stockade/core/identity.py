@@ -183,10 +183,6 @@ def repository_of(url: str) -> tuple[str, str] | None:
     return segments[0].lower(), segments[1].lower().removesuffix(".git")
 
 
-def _project_of_repository(repo: str) -> str:
-    return canonicalize_name(repo)
-
-
 # -- assessing ---------------------------------------------------------------------------------
 
 
@@ -264,8 +260,8 @@ def assess(
             repo = repository_of(url)
             if repo is None:
                 continue
-            claimed = _project_of_repository(repo[1])
-            candidates = {claimed}
+            claimed = canonicalize_name(repo[1])
+            candidates: set[str] = {claimed}
             for prefix in _PREFIXES:
                 if claimed.startswith(prefix) and len(claimed) > len(prefix) + 2:
                     candidates.add(claimed[len(prefix) :].lstrip("-"))

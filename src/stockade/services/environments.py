@@ -19,7 +19,6 @@ versions bound to that index. A change of status is recorded with its cause
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import re
 import tempfile
@@ -33,7 +32,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stockade.core.lockfiles import Inventory, Pin, read_inventory
+from stockade.core.lockfiles import Inventory, read_inventory
 from stockade.core.ports import BlobStore
 from stockade.core.simple import version_from_filename
 from stockade.db.models import (
@@ -669,8 +668,4 @@ def _version(
     )
 
 
-def content_hash(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-__all__ = ["EnvVersion", "EnvironmentService", "Pin", "split_ref"]
+__all__ = ["EnvVersion", "EnvironmentService", "split_ref"]

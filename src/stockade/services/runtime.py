@@ -35,7 +35,7 @@ from stockade.services.threats import ThreatService
 from stockade.services.tokens import TokenService
 from stockade.services.tuf import TufService
 from stockade.services.uploads import UploadService
-from stockade.services.vulndb import VulnDB
+from stockade.services.vulndb import Curation, VulnDB
 from stockade.settings import Settings
 
 log = logging.getLogger("stockade.runtime")
@@ -182,8 +182,8 @@ class Runtime:
         self, ids: list[str]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """After an import or sync: alerts for affected downloads, and the environments that
-        contain a package of a changed advisory re-evaluated. (alerts, environment changes)"""
-        self.vulns.clear()
+        contain a package of a changed advisory re-evaluated. (alerts, environment changes)
+        Callers announce the change first (``changed()``), which drops the caches."""
         alerts = await self.alerts.after_import(ids)
         if not ids:
             return alerts, []
@@ -194,19 +194,32 @@ class Runtime:
         await self.audit.flush()
         return alerts, changes
 
-    async def curated(self, advisory: str, ecosystem: str, package: str) -> list[dict[str, Any]]:
-        """After a curation: environments containing the package re-evaluated."""
-        self.vulns.clear()
+    async def curated(
+        self, c: Curation, actor: str | None, client: str | None = None
+    ) -> list[dict[str, Any]]:
+        """After a curation, wherever it was made (CLI, API, console): audited, announced to
+        every process, and the environments containing the package re-evaluated."""
+        self.audit.record(
+            "vuln.curate",
+            actor=actor,
+            project=c.package,
+            advisory=c.advisory_id,
+            status=c.status,
+            versions=c.versions,
+            justification=c.justification,
+            reason=c.reason,
+            client=client,
+        )
+        self.changed()
         changes = await self.envs.reevaluate_packages(
-            [(ecosystem, package)], cause=f"curation of {advisory} for {package}"
+            [(c.ecosystem, c.package)], cause=f"curation of {c.advisory_id} for {c.package}"
         )
         await self.audit.flush()
         return changes
 
     async def policy_changed(self, index: str, version: int) -> list[dict[str, Any]]:
-        """After a policy change: environments bound to the index re-evaluated."""
-        self.policies.clear()
-        self.pages.clear(index)
+        """After a policy change (announced with ``changed()``): the index re-signed and the
+        environments bound to it re-evaluated."""
         self.tuf.index_changed(index)
         changes = await self.envs.reevaluate_index(index, cause=f"policy of {index} v{version}")
         await self.audit.flush()

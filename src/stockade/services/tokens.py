@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +22,10 @@ from stockade.services.repo import TokenRecord
 from stockade.types import Scope
 
 _TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one token
+
+
+if TYPE_CHECKING:
+    from stockade.services.teams import TeamService
 
 
 class TokenService:
@@ -85,6 +90,19 @@ class TokenService:
     async def list(self, index: str | None = None, team: str | None = None) -> list[TokenRecord]:
         async with self._sessions() as s:
             return await repo.list_tokens(s, index=index, team=team)
+
+    async def actor_ids(
+        self, teams: TeamService, team: str | None, actor: str | None
+    ) -> set[str] | None:
+        """Token ids an audit filter means: a team's tokens (the team must exist), narrowed to
+        one token; None when neither is given."""
+        actors: set[str] | None = None
+        if team is not None:
+            await teams.show(team)  # a clear error when it does not exist
+            actors = {t.info.id for t in await self.list(team=team)}
+        if actor is not None:
+            actors = {actor} if actors is None else actors & {actor}
+        return actors
 
     async def revoke(self, token_id: str, actor: str | None = None) -> TokenRecord:
         async with self._sessions() as s, s.begin():

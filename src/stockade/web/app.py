@@ -578,12 +578,9 @@ async def api_audit(request: Request) -> Response:
         limit = min(int(q.get("limit", "100")), 10_000)
     except ValueError:
         raise InvalidRequest("limit must be a number", "?limit=100") from None
-    actors: set[str] | None = None
-    if q.get("team"):
-        await runtime.teams.show(q["team"])
-        actors = {t.info.id for t in await runtime.tokens.list(team=q["team"])}
-    if q.get("actor"):
-        actors = {q["actor"]} if actors is None else actors & {q["actor"]}
+    actors = await runtime.tokens.actor_ids(
+        runtime.teams, q.get("team") or None, q.get("actor") or None
+    )
     events = [
         e
         async for e in query_events(
@@ -693,18 +690,7 @@ async def api_curate(request: Request) -> Response:
         note=data.get("note"),
         author=str(data.get("author") or token.id),
     )
-    runtime.audit.record(
-        "vuln.curate",
-        actor=token.id,
-        project=c.package,
-        advisory=c.advisory_id,
-        status=c.status,
-        versions=c.versions,
-        justification=c.justification,
-        reason=c.reason,
-    )
-    runtime.changed()
-    await runtime.curated(c.advisory_id, c.ecosystem, c.package)
+    await runtime.curated(c, token.id)
     return _json(c.as_dict(), 201)
 
 

@@ -595,18 +595,7 @@ async def curate(request: Request, sess: ConsoleSession, form: FormData) -> Resp
         return await _vuln_page(
             request, sess, ident, status=exc.http_status, form=fields, error=exc.one_line()
         )
-    runtime.audit.record(
-        "vuln.curate",
-        actor=sess.user.actor,
-        project=c.package,
-        advisory=c.advisory_id,
-        status=c.status,
-        versions=c.versions,
-        justification=c.justification,
-        reason=c.reason,
-        client=client_addr(request),
-    )
-    runtime.changed()
+    await runtime.curated(c, sess.user.actor, client_addr(request))
     return _back(f"/ui/vulns/{c.advisory_id}?done=1#history")
 
 
