@@ -45,6 +45,13 @@ class StockadeError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class Unavailable(StockadeError):
+    """A service Stockade stands on (the database, object storage) cannot be reached; the
+    request is refused at once (503 with Retry-After) rather than left hanging."""
+
+    http_status = 503
+
+
 class ConfigError(StockadeError):
     """Settings or STOCKADE_HOME are unusable."""
 

@@ -50,6 +50,15 @@ class Settings:
     # Files up to this size are fetched whole before the first byte is sent, so a digest
     # mismatch is a clean 502; larger ones stream while written (mismatch aborts the stream).
     buffer_below: int = 16 * 1024**2
+    # Seconds a request waits for another server process that is fetching the same file from
+    # upstream before fetching it itself (clients time out if no byte comes for ~15 s).
+    fetch_wait: float = 10.0
+    # Behind nginx (`stockade deploy nginx --blobs DIR`): answer downloads of stored files with
+    # X-Accel-Redirect to this internal location and let nginx send the bytes ("" = off).
+    accel_redirect: str = ""
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (the audit log records
+    # the real client): comma-separated addresses, or "*".
+    forwarded_allow_ips: str = "127.0.0.1"
     # Extra CA certificates (PEM) to trust for upstreams, on top of the system store.
     ca_bundle: str | None = None
     # Vulnerability feed: OSV export to download, and how often the server syncs it (seconds;
@@ -118,7 +127,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             "tuf_refresh_interval",
         ):
             out[key] = int(value)
-        elif key == "upstream_timeout":
+        elif key in ("upstream_timeout", "fetch_wait"):
             out[key] = float(value)
         elif key in ("max_upload_size", "max_file_size", "max_page_size", "buffer_below"):
             out[key] = _parse_size(value)

@@ -11,6 +11,7 @@ from stockade.cli import (
     audit_cmd,
     conda_cmd,
     console_cmd,
+    deploy_cmd,
     env_cmd,
     index_cmd,
     names_cmd,
@@ -56,6 +57,7 @@ app.add_typer(console_cmd.app, name="console")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(env_cmd.app, name="env")
 app.add_typer(tuf_cmd.app, name="tuf")
+app.add_typer(deploy_cmd.app, name="deploy")
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

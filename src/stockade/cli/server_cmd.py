@@ -160,6 +160,8 @@ def serve(
         http="httptools",
         lifespan="on",
         timeout_keep_alive=30,
+        proxy_headers=True,
+        forwarded_allow_ips=s.forwarded_allow_ips,
         server_header=False,
     )
 

@@ -132,8 +132,10 @@ class AuditLog:
             await asyncio.sleep(self._flush_every)
             try:
                 await self.flush()
-            except Exception:  # keep the writer alive; events stay queued for the next try
-                log.exception("audit flush failed; will retry")
+            except Exception as exc:  # keep the writer alive; events stay queued
+                log.warning("audit flush failed (%s); retrying in a second", exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()
 
     async def flush(self) -> None:
         """Write what is queued; returns once every event recorded before the call is in the

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -37,6 +38,7 @@ from stockade.errors import (
 )
 from stockade.services import repo
 from stockade.services.audit import AuditLog
+from stockade.services.coordination import POLL, Coordination, Lock
 from stockade.services.indexes import IndexService
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
@@ -61,6 +63,7 @@ class Fetch:
 
     def __init__(self, writer: BlobWriter, expected_size: int | None) -> None:
         self.writer = writer
+        self.lock: Lock | None = None  # the cross-process claim on this file, if taken
         self.expected_size = expected_size
         self.written = 0
         self.headers_ready = asyncio.Event()
@@ -117,7 +120,9 @@ class FileService:
         client: httpx.AsyncClient,
         metadata: MetadataService | None = None,
         threats: ThreatService | None = None,
+        coord: Coordination | None = None,
     ) -> None:
+        self._coord = coord
         self._metadata = metadata
         self._threats = threats
         self._settings = settings
@@ -207,7 +212,15 @@ class FileService:
             return StoredFile(sha, self._store.size(sha))
         fetch = self._inflight.get(sha)
         if fetch is None:
-            fetch = self._start_fetch(origin, project, entry, sha)
+            claim = await self._claim(sha)
+            if isinstance(claim, StoredFile):  # another process fetched it meanwhile
+                return claim
+            fetch = self._inflight.get(sha)  # another task of ours started while we waited
+            if fetch is None:
+                fetch = self._start_fetch(origin, project, entry, sha)
+                fetch.lock = claim
+            elif claim is not None:
+                await claim.release()
         await fetch.headers_ready.wait()
         if fetch.done.is_set():  # finished while we waited: stored, or failed
             if fetch.error is not None:
@@ -220,6 +233,37 @@ class FileService:
                 raise fetch.error
             return StoredFile(sha, self._store.size(sha))
         return Streaming(fetch, size)
+
+    async def _claim(self, sha: str) -> StoredFile | Lock | None:
+        """Across processes, one fetches a file from upstream and the others wait for it.
+
+        Returns the claim (this process fetches), the stored file (another process finished),
+        or None: this process fetches without a claim because another task here already is,
+        the other process took longer than ``fetch_wait`` seconds (clients must not time out
+        waiting for bytes they cannot see), or the coordination service is unreachable.
+        Blobs are committed atomically, so a second fetch never exposes a partial file."""
+        if self._coord is None:
+            return None
+        deadline = time.monotonic() + self._settings.fetch_wait
+        delay = POLL
+        while sha not in self._inflight:
+            try:
+                lock = await self._coord.try_lock(f"fetch:{sha}")
+            except Exception as exc:
+                log.warning("cannot coordinate the fetch of %s with other processes: %s", sha, exc)
+                return None
+            if self._store.exists(sha):
+                if lock is not None:
+                    await lock.release()
+                return StoredFile(sha, self._store.size(sha))
+            if lock is not None:
+                return lock
+            if time.monotonic() >= deadline:
+                log.info("another process is still fetching %s; fetching it here as well", sha)
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)  # each look may be a request to object storage
+        return None
 
     def _start_fetch(
         self, origin: IndexInfo, project: NormalizedName, entry: FileEntry, sha: str
@@ -316,6 +360,9 @@ class FileService:
             fetch.headers_ready.set()
             fetch.done.set()
             fetch.notify()
+            if fetch.lock is not None:
+                with contextlib.suppress(Exception):  # the lock dies with its connection
+                    await fetch.lock.release()
 
     async def _record_mirrored(
         self, origin: IndexInfo, project: NormalizedName, entry: FileEntry, sha: str, size: int

@@ -22,11 +22,11 @@ from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
 from stockade.services.console import SESSION_TTL, ConsoleService
+from stockade.services.coordination import open_coordination
 from stockade.services.environments import EnvironmentService
 from stockade.services.files import FileService
 from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
-from stockade.services.invalidation import FileInvalidation
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
@@ -47,7 +47,7 @@ class Runtime:
         self.engine: AsyncEngine = make_async_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.store = open_store(settings.storage_url)
-        self.invalidation = FileInvalidation(settings.run_dir)
+        self.coord = open_coordination(settings.database_url, settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
         self.audit = AuditLog(self.sessions, key_path=settings.home / "keys" / "audit-ed25519.pem")
         self.indexes = IndexService(self.sessions)
@@ -88,6 +88,7 @@ class Runtime:
             self.http,
             self.metadata,
             self.threats,
+            self.coord,
         )
         self.uploads = UploadService(
             self.sessions, self.store, self.pages, self.audit, self.metadata, self.threats
@@ -117,6 +118,8 @@ class Runtime:
         return UpstreamIndex(self.http, url, self.settings.max_page_size)
 
     def start(self) -> None:
+        """Background work of a server process (the CLI builds a Runtime without it)."""
+        self.coord.start()
         self.audit.start()
         self.tuf.start()
         if self.settings.vulndb_sync_interval > 0:
@@ -141,7 +144,7 @@ class Runtime:
 
     def check_invalidation(self) -> None:
         """Drop caches when another process changed configuration (one stat per call)."""
-        if self.invalidation.changed():
+        if self.coord.changed():
             self.clear_caches()
 
     def clear_caches(self) -> None:
@@ -157,8 +160,7 @@ class Runtime:
 
     def changed(self) -> None:
         """Tell every process (this one included) that configuration changed."""
-        self.invalidation.bump()
-        self.invalidation.changed()
+        self.coord.bump()
         self.clear_caches()
 
     async def _sync_once(self) -> None:
@@ -237,5 +239,6 @@ class Runtime:
         await self.threats.close()
         await self.identity.close()
         await self.audit.close()
+        await self.coord.close()
         await self.http.aclose()
         await self.engine.dispose()

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import orjson
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -23,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive
 
 from stockade import __version__
+from stockade.adapters.storage import LocalBlobStore
 from stockade.core import auth
 from stockade.core.auth import TokenInfo
 from stockade.core.simple import (
@@ -41,6 +45,7 @@ from stockade.errors import (
     PayloadTooLarge,
     PolicyBlocked,
     StockadeError,
+    Unavailable,
 )
 from stockade.services import repo
 from stockade.services.files import StoredFile, Streaming
@@ -67,6 +72,8 @@ def error_response(exc: StockadeError, *, json: bool = False) -> Response:
     headers = {}
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="Stockade", charset="UTF-8"'
+    elif exc.http_status == 503:
+        headers["Retry-After"] = "5"
     if json:
         body = orjson.dumps({"error": exc.message, "hint": exc.hint})
         return Response(body, exc.http_status, headers, media_type="application/json")
@@ -258,6 +265,10 @@ async def download(request: Request) -> Response:
     if isinstance(result, StoredFile):
         headers["ETag"] = f'"{result.sha256}"'
         headers["Cache-Control"] = "private, max-age=31536000, immutable"
+        accel = _accel_redirect(runtime, result.sha256)
+        if accel is not None:  # nginx in front sends the bytes (sendfile from the blob folder)
+            headers["X-Accel-Redirect"] = accel
+            return Response(headers=headers, media_type="application/octet-stream")
         path = runtime.store.local_path(result.sha256)
         if path is not None:
             return FileResponse(
@@ -272,6 +283,16 @@ async def download(request: Request) -> Response:
     return StreamingResponse(
         result.fetch.open_reader(), headers=headers, media_type="application/octet-stream"
     )
+
+
+def _accel_redirect(runtime: Runtime, sha256: str) -> str | None:
+    """The internal nginx location of a stored blob when ``accel_redirect`` is set (see
+    ``stockade deploy nginx --blobs``), else None."""
+    prefix = runtime.settings.accel_redirect
+    if not prefix or not isinstance(runtime.store, LocalBlobStore):
+        return None
+    rel = runtime.store.path_for(sha256).relative_to(runtime.store.root)
+    return prefix.rstrip("/") + "/" + rel.as_posix()
 
 
 # -- uploads (legacy API) ----------------------------------------------------------------------
@@ -1053,6 +1074,23 @@ def create_app(settings: Settings) -> Any:
         assert isinstance(exc, StockadeError)
         return error_response(exc, json=request.url.path.startswith("/api/"))
 
+    async def on_db_down(request: Request, exc: Exception) -> Response:
+        """The database went away (restart, failover, network): fail fast with 503. The pool
+        replaces broken connections (pre-ping), so service resumes when it is back."""
+        if isinstance(exc, DBAPIError) and not (
+            exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+        ):
+            raise exc  # a real bug (constraint, SQL): the server-error middleware answers 500
+        logging.getLogger("stockade.web").warning("database unavailable: %s", exc)
+        return error_response(
+            Unavailable(
+                "the database is unavailable; nothing was changed",
+                "retry in a few seconds; operators: check PostgreSQL (`stockade` recovers "
+                "by itself when it is back)",
+            ),
+            json=request.url.path.startswith("/api/"),
+        )
+
     routes: list[BaseRoute] = [
         Route("/", root),
         Route("/health", health),
@@ -1136,7 +1174,11 @@ def create_app(settings: Settings) -> Any:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={StockadeError: on_error},
+        exception_handlers={
+            StockadeError: on_error,
+            DBAPIError: on_db_down,
+            PoolTimeout: on_db_down,
+        },
     )
     app.state.metrics = metrics
     fast = FastPages(RequestMetrics(app, metrics), holder)
@@ -1148,5 +1190,11 @@ __all__ = ["NotFound", "create_app"]
 
 
 def app_from_env() -> Any:
-    """Factory for ``uvicorn --factory`` (each worker process builds its own app)."""
-    return create_app(Settings.load())
+    """Factory for ``uvicorn --factory`` (each worker process builds its own app, and sets
+    up its own logging: spawned workers do not inherit the parent's handlers)."""
+    settings = Settings.load()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(levelname)s [{os.getpid()}] %(name)s: %(message)s",
+    )
+    return create_app(settings)
