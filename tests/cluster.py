@@ -183,6 +183,7 @@ def join_server(first: Server, home: Path, **settings: str) -> Server:
 def start_servers(root: Path, db_url: str, count: int, **settings: str) -> list[Server]:
     """``count`` servers on one database and one blob folder under ``root``."""
     settings.setdefault("storage_url", f"file://{root / 'blobs'}")
+    settings.setdefault("keys_dir", str(root / "keys"))  # one deployment, one set of keys
     first = make_server(root / "s0", db_url, **settings)
     servers = [first]
     try:

@@ -74,6 +74,9 @@ class Settings:
     # often each process checks for expiring metadata (0 = never: `stockade tuf refresh`).
     tuf_timestamp_expiry: int = 86400
     tuf_refresh_interval: int = 60
+    # Signing keys (audit checkpoints, TUF online roles): every process of a deployment must
+    # use the same ones ("" = STOCKADE_HOME/keys). Mount a shared secret folder when scaled.
+    keys_dir: str = ""
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +84,10 @@ class Settings:
     @property
     def config_path(self) -> Path:
         return self.home / CONFIG_NAME
+
+    @property
+    def key_dir(self) -> Path:
+        return Path(self.keys_dir) if self.keys_dir else self.home / "keys"
 
     @property
     def run_dir(self) -> Path:

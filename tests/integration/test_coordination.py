@@ -124,11 +124,12 @@ def _second_server(first: Server, home: Path, **settings: str) -> Server:
 @pytest.fixture
 def pair(tmp_path: Path, db_url: str, upstream: UpstreamSet) -> Iterator[tuple[Server, Server]]:
     shared = tmp_path / "blobs"
-    a = make_server(tmp_path / "a", db_url, storage_url=f"file://{shared}")
+    keys = str(tmp_path / "keys")
+    a = make_server(tmp_path / "a", db_url, storage_url=f"file://{shared}", keys_dir=keys)
     b = None
     try:
         a.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
-        b = _second_server(a, tmp_path / "b", storage_url=f"file://{shared}")
+        b = _second_server(a, tmp_path / "b", storage_url=f"file://{shared}", keys_dir=keys)
         yield a, b
     finally:
         a.stop()

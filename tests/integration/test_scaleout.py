@@ -259,8 +259,10 @@ def test_postgres_restart_fails_fast_and_recovers(
         while c.get("/pypi/up/simple/alpha/").status_code != 401:
             assert time.monotonic() - revoked < 2.0, "b missed the revocation after the restart"
             time.sleep(0.05)
-    res = a.cli("audit", "verify")
-    assert "intact" in res.stdout.lower() or res.returncode == 0, res.stdout
+    a.cli("audit", "checkpoint")
+    b.cli("audit", "checkpoint")  # signed with the deployment's one key
+    res = a.cli("audit", "verify", check=False)  # nothing lost or broken by the outage
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_nginx_sends_stored_files_itself_with_accel_redirect(

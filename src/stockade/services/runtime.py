@@ -49,7 +49,7 @@ class Runtime:
         self.store = open_store(settings.storage_url)
         self.coord = open_coordination(settings.database_url, settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
-        self.audit = AuditLog(self.sessions, key_path=settings.home / "keys" / "audit-ed25519.pem")
+        self.audit = AuditLog(self.sessions, key_path=settings.key_dir / "audit-ed25519.pem")
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)

@@ -6,6 +6,7 @@ this cache (``Runtime.changed()`` does, in every process).
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import time
 from typing import TYPE_CHECKING
@@ -36,12 +37,14 @@ class TokenService:
         self._indexes = indexes
         self._audit = audit
         self._cache: dict[str, TokenRecord | None] = {}
+        self._pending: dict[str, asyncio.Future[TokenRecord | None]] = {}
         self._touched: dict[str, float] = {}
         self._generation = 0  # bumped by clear(): a lookup that straddles a clear is not kept
 
     def clear(self) -> None:
         self._generation += 1
         self._cache.clear()
+        self._pending.clear()  # requests after a change never join a lookup begun before it
 
     async def create(
         self,
@@ -128,20 +131,31 @@ class TokenService:
         token_id, secret = parts
         if token in self._cache:
             found = self._cache[token]
-        else:
-            generation = self._generation
-            async with self._sessions() as s:
-                found = await repo.get_token(s, token_id)
-            if found is not None and not auth.secret_matches(secret, found.info.secret_hash):
-                found = None
-            if generation == self._generation:  # else a change raced this lookup: use, not keep
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[token] = found
+        else:  # one lookup for every request of this token that arrives meanwhile
+            pending = self._pending.get(token)
+            if pending is None:
+                pending = asyncio.ensure_future(self._lookup(token, token_id, secret))
+                self._pending[token] = pending
+                pending.add_done_callback(
+                    lambda f: self._pending.pop(token) if self._pending.get(token) is f else None
+                )
+            found = await asyncio.shield(pending)
         if found is None:
             raise AuthError("unknown token", "check for typos or ask an admin for a new token")
         self.note_use(found)
         return found.info
+
+    async def _lookup(self, token: str, token_id: str, secret: str) -> TokenRecord | None:
+        generation = self._generation
+        async with self._sessions() as s:
+            found = await repo.get_token(s, token_id)
+        if found is not None and not auth.secret_matches(secret, found.info.secret_hash):
+            found = None
+        if generation == self._generation:  # else a change raced this lookup: use, not keep
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = found
+        return found
 
     def cached(self, token: str) -> TokenRecord | None:
         """The verified record of ``token`` if this process has already checked it."""

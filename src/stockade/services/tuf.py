@@ -200,7 +200,7 @@ class TufService:
         self._indexes = indexes
         self._pages = pages
         self._audit = audit
-        self.keys = TufKeys(settings.home / "keys" / "tuf")
+        self.keys = TufKeys(settings.key_dir / "tuf")
         self._enabled: dict[str, int] | None = None  # index name → id
         self._built: dict[tuple[str, str], ServedPage | None] = {}
         self._touched: set[tuple[str, str]] = set()
