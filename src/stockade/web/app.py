@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive
 
@@ -50,12 +50,14 @@ from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
 from stockade.web import sbom_routes
+from stockade.web.blobs import blob_response
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 from stockade.web.metrics import Metrics, RequestMetrics
 
 log = logging.getLogger("stockade.web")
 GZIP_MIN = 1024
+OCTET = "application/octet-stream"
 
 
 def rt(request: Request) -> Runtime:
@@ -67,6 +69,8 @@ def error_response(exc: StockadeError, *, json: bool = False) -> Response:
     headers = {}
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="Stockade", charset="UTF-8"'
+    if exc.http_status == 503:
+        headers["Retry-After"] = "30"
     if json:
         body = orjson.dumps({"error": exc.message, "hint": exc.hint})
         return Response(body, exc.http_status, headers, media_type="application/json")
@@ -210,11 +214,10 @@ async def download(request: Request) -> Response:
         got = await runtime.files.metadata(index, project, filename[: -len(".metadata")])
         if isinstance(got, bytes):
             return Response(got, media_type="application/octet-stream")
-        path = runtime.store.local_path(got.sha256)
-        assert path is not None
-        return FileResponse(path, media_type="application/octet-stream")
+        return await blob_response(runtime.store, got.sha256, media_type=OCTET)
     try:
         result = await runtime.files.open(index, project, filename)
+        response = await _file_response(runtime, result, filename)
     except PolicyBlocked as exc:
         request.app.state.metrics.blocked(exc.rules)
         runtime.audit.record(
@@ -254,24 +257,29 @@ async def download(request: Request) -> Response:
         client=client_addr(request),
         team=token.team if token else None,
     )
+    return response
+
+
+async def _file_response(
+    runtime: Runtime, result: StoredFile | Streaming, filename: str
+) -> Response:
+    """Stored: sendfile, a presigned redirect or a stream (storage errors raise here, before
+    the download is audited as served); still arriving from upstream: stream it as it comes."""
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if isinstance(result, StoredFile):
         headers["ETag"] = f'"{result.sha256}"'
         headers["Cache-Control"] = "private, max-age=31536000, immutable"
-        path = runtime.store.local_path(result.sha256)
-        if path is not None:
-            return FileResponse(
-                path,
-                media_type="application/octet-stream",
-                headers=headers,
-                stat_result=None,
-            )
-        return StreamingResponse(runtime.store.stream(result.sha256), headers=headers)
+        return await blob_response(
+            runtime.store,
+            result.sha256,
+            media_type=OCTET,
+            headers=headers,
+            filename=filename,
+            redirect=True,
+        )
     assert isinstance(result, Streaming)
     headers["Content-Length"] = str(result.size)
-    return StreamingResponse(
-        result.fetch.open_reader(), headers=headers, media_type="application/octet-stream"
-    )
+    return StreamingResponse(result.fetch.open_reader(), headers=headers, media_type=OCTET)
 
 
 # -- uploads (legacy API) ----------------------------------------------------------------------
