@@ -70,7 +70,7 @@ class Settings:
     storage_endpoint_url: str | None = None
     storage_region: str | None = None
     storage_access_key: str | None = None
-    storage_secret_key: str | None = None
+    storage_secret_key: str | None = field(default=None, repr=False)  # never in logs
     storage_addressing_style: str | None = None  # path|virtual|auto; unset: path if endpoint
     storage_presign_downloads: bool = False  # downloads answer 302 to a presigned S3 URL
     storage_presign_expiry: int = 300  # seconds a presigned URL is valid
