@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.builders import build_sdist, build_wheel, write_simple_tree
+from tests.s3server import private_s3, s3  # noqa: F401 - fixtures (a real S3 server)
 from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent

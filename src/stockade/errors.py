@@ -9,12 +9,15 @@ The tree::
     StockadeError                      500  generic failure
     ├── ConfigError                    500  settings or STOCKADE_HOME unusable
     ├── NotFound                       404  index, project, file or token does not exist
+    │   └── BlobMissing                404  a blob is not (or no longer) in the blob store
     ├── Conflict                       409  already exists (index name, uploaded filename…)
     ├── InvalidRequest                 400  malformed input from a client or the CLI
     │   ├── UploadRejected             400  an uploaded distribution failed validation
     │   └── PayloadTooLarge            413  a body or archive exceeds a configured cap
     ├── AuthError                      401  no, unknown, expired or revoked credentials
     ├── Forbidden                      403  valid token without the scope or for another index
+    ├── Unavailable                    503  the database is unreachable (Retry-After: 5)
+    │   └── StorageUnavailable         503  the blob store (e.g. S3) is unreachable or refuses us
     └── UpstreamError                  502  an upstream index misbehaved
         ├── UpstreamUnavailable        502  could not reach the upstream (and nothing cached)
         └── IntegrityError             502  upstream bytes do not match the published digest
@@ -50,6 +53,7 @@ class Unavailable(StockadeError):
     request is refused at once (503 with Retry-After) rather than left hanging."""
 
     http_status = 503
+    retry_after = 5  # seconds, for the Retry-After header
 
 
 class ConfigError(StockadeError):
@@ -60,6 +64,10 @@ class NotFound(StockadeError):
     """The named index, project, file or token does not exist."""
 
     http_status = 404
+
+
+class BlobMissing(NotFound):
+    """The blob store does not hold the requested sha256."""
 
 
 class Conflict(StockadeError):
@@ -103,6 +111,13 @@ class PolicyBlocked(Forbidden):
         super().__init__(message, hint)
         self.rules = rules
         self.requestable = requestable  # an allow-list refusal: recorded as an access request
+
+
+class StorageUnavailable(Unavailable):
+    """The blob store cannot be used right now (unreachable, credentials refused, no bucket);
+    nothing was stored or served. Usually temporary: clients may retry."""
+
+    retry_after = 30
 
 
 class UpstreamError(StockadeError):

@@ -77,6 +77,17 @@ class Settings:
     # Signing keys (audit checkpoints, TUF online roles): every process of a deployment must
     # use the same ones ("" = STOCKADE_HOME/keys). Mount a shared secret folder when scaled.
     keys_dir: str = ""
+    # Object storage, when storage_url = "s3://BUCKET[/PREFIX]" (docs/configuration.md, "S3
+    # storage"). Unset keys and region fall back to boto3's chain (AWS_ACCESS_KEY_ID…).
+    storage_endpoint_url: str | None = None
+    storage_region: str | None = None
+    storage_access_key: str | None = None
+    storage_secret_key: str | None = field(default=None, repr=False)  # never in logs
+    storage_addressing_style: str | None = None  # path|virtual|auto; unset: path if endpoint
+    storage_presign_downloads: bool = False  # downloads answer 302 to a presigned S3 URL
+    storage_presign_expiry: int = 300  # seconds a presigned URL is valid
+    storage_create_bucket: bool = False  # create a missing bucket at start instead of failing
+    storage_multipart_threshold: int = 16 * 1024**2  # uploads above this size use multipart
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +134,9 @@ class Settings:
             raise ConfigError(f"invalid setting: {exc}", f"check {cfg} and STOCKADE_*") from exc
 
 
+_TRUE = ("1", "true", "yes", "on")
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -132,11 +146,18 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             "vulndb_sync_interval",
             "tuf_timestamp_expiry",
             "tuf_refresh_interval",
+            "storage_presign_expiry",
         ):
             out[key] = int(value)
         elif key in ("upstream_timeout", "fetch_wait"):
             out[key] = float(value)
-        elif key in ("max_upload_size", "max_file_size", "max_page_size", "buffer_below"):
+        elif key in (
+            "max_upload_size",
+            "max_file_size",
+            "max_page_size",
+            "buffer_below",
+            "storage_multipart_threshold",
+        ):
             out[key] = _parse_size(value)
         elif key == "alert_team_webhooks":
             parsed = json.loads(value) if isinstance(value, str) else value
@@ -145,8 +166,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             ):
                 raise ValueError("alert_team_webhooks maps team names to webhook URLs")
             out[key] = dict(parsed)
-        elif key == "access_log":
-            out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
+        elif key in ("access_log", "storage_presign_downloads", "storage_create_bucket"):
+            out[key] = value if isinstance(value, bool) else str(value).lower() in _TRUE
         else:
             out[key] = value
     return out
@@ -155,7 +176,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 DEFAULT_TOML = """\
 # Stockade configuration. Every key can also be set as STOCKADE_<KEY> in the environment.
 # database_url = "postgresql+psycopg://postgres@127.0.0.1:5432/stockade"
-# storage_url = "file:///var/lib/stockade/files"
+# storage_url = "file:///var/lib/stockade/files"   # or "s3://BUCKET/PREFIX" + storage_* keys
 host = "127.0.0.1"
 port = 8080
 page_ttl = 600            # seconds a mirrored project page stays fresh

@@ -133,6 +133,9 @@ def serve(
         )
     if s.database_url.startswith("sqlite"):
         upgrade(s.database_url)
+    from stockade.adapters.storage import open_store
+
+    open_store(s.storage_url, s).prepare()  # a missing bucket fails here, with a hint
     bound_port = s.port or _free_port(s.host)
     logging.basicConfig(level=s.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{s.host}:{bound_port}"

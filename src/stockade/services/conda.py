@@ -45,6 +45,7 @@ from stockade.core.conda.names import check_subdir, parse_filename, require_file
 from stockade.core.conda.package import CondaLimits, validate_conda_package
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import (
+    BlobMissing,
     Conflict,
     IntegrityError,
     InvalidRequest,
@@ -474,7 +475,7 @@ class CondaService:
             if self._store.exists(sha):
                 writer.abort()
             else:
-                writer.commit(sha)
+                await anyio.to_thread.run_sync(writer.commit, sha)  # S3: an upload
             return sha, etag, last_modified
         except zstandard.ZstdError as exc:
             writer.abort()
@@ -562,21 +563,19 @@ class CondaService:
         ttl: float,
         fetched_at: Any = None,
     ) -> ServedDoc | None:
-        source = self._store.local_path(raw_sha)
-        if source is None:
-            raise UpstreamError("conda mirrors need a local blob store for repodata (for now)")
         subdir = path.rpartition("/")[0]
         key = await self._policy_key(ch, path)
         data: dict[str, Any] | None = None
         keep = None
-        if subdir:  # parse here (once) so that the policy can see every record first
-            data = await anyio.to_thread.run_sync(
-                lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+        async with self._store.open_local(raw_sha) as source:
+            if subdir:  # parse here (once) so that the policy can see every record first
+                data = await anyio.to_thread.run_sync(
+                    lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+                )
+                keep = await self._keep(ch, subdir, data)
+            shas, packages, unverifiable = await anyio.to_thread.run_sync(
+                self._derive_files, source, data, path, keep
             )
-            keep = await self._keep(ch, subdir, data)
-        shas, packages, unverifiable = await anyio.to_thread.run_sync(
-            self._derive_files, source, data, path, keep
-        )
         del data
         if unverifiable:
             log.warning(
@@ -653,14 +652,17 @@ class CondaService:
         async with self._lock(ch, subdir):
             async with self._sessions() as s:
                 state = await conda_repo.get_state(s, ch.index.id, path)
-            current = None
-            if state is not None and state.json_sha256:
-                current = self._store.local_path(state.json_sha256)
+            current = state.json_sha256 if state is not None and state.json_sha256 else None
             key = await self._policy_key(ch, path)
-            data: dict[str, Any]
+            loaded: dict[str, Any] | None = None
             incremental = key is None and state is not None and state.policy_key is None
-            if incremental and added is not None and current is not None and current.is_file():
-                data = await anyio.to_thread.run_sync(rd.load_repodata, current)
+            if incremental and added is not None and current is not None:
+                with contextlib.suppress(BlobMissing):  # gone: rebuild from the records
+                    async with self._store.open_local(current) as source:
+                        loaded = await anyio.to_thread.run_sync(rd.load_repodata, source)
+            data: dict[str, Any]
+            if loaded is not None and added is not None:
+                data = loaded
                 rd.add_record(data, added.filename, added.record)
             else:
                 async with self._sessions() as s:
@@ -798,7 +800,7 @@ class CondaService:
                     f"{str(want_md5)[:12]}…; not served, not stored",
                     "the upstream file or repodata was tampered with or corrupted; alert security",
                 )
-            fetch.writer.commit(sha)
+            await anyio.to_thread.run_sync(fetch.writer.commit, sha)  # S3: an upload
             await self._record_mirrored(ch, subdir, filename, rec, sha, got_md5, fetch.written)
         except StockadeError as exc:
             fetch.error = exc
@@ -910,7 +912,7 @@ class CondaService:
                     except DBIntegrityError as exc:
                         raise self._exists(ch, meta.subdir, filename) from exc
                     if not self._store.exists(sha):
-                        writer.commit(sha)
+                        await anyio.to_thread.run_sync(writer.commit, sha)  # S3: an upload
                         stored = True
             except DBIntegrityError as exc:  # lost a race at commit time (PostgreSQL)
                 if stored:

@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import anyio
 import httpx
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -332,7 +332,7 @@ class FileService:
                     f"page publishes {sha[:16]}…; not served, not stored",
                     "the upstream file or page was tampered with or corrupted; alert security",
                 )
-            fetch.writer.commit(sha)
+            await anyio.to_thread.run_sync(fetch.writer.commit, sha)  # S3: an upload
             await self._record_mirrored(origin, project, entry, sha, fetch.written)
             if self.on_stored is not None:
                 self.on_stored(origin, project)
@@ -453,8 +453,3 @@ class FileService:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-
-
-def blob_path(store: BlobStore, sha: str) -> str | None:
-    p = store.local_path(sha)
-    return os.fspath(p) if p is not None else None

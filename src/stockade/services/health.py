@@ -1,4 +1,5 @@
-"""Readiness: the database answers, its schema is at the newest migration, storage is writable.
+"""Readiness: the database answers, its schema is at the newest migration, storage is usable
+(a local folder is writable; an S3 bucket answers to Stockade's credentials).
 
 Used by ``GET /-/readyz``; each check says what failed so an operator knows what to fix.
 """
@@ -12,6 +13,7 @@ import anyio
 from sqlalchemy import text
 
 from stockade.db.engine import MIGRATIONS
+from stockade.errors import StockadeError
 from stockade.services.runtime import Runtime
 
 
@@ -20,14 +22,6 @@ def migration_heads() -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
 
     return tuple(sorted(ScriptDirectory(str(MIGRATIONS)).get_heads()))
-
-
-def _probe_storage(runtime: Runtime) -> None:
-    writer = runtime.store.open_writer()
-    try:
-        writer.write(b"stockade readiness probe\n")
-    finally:
-        writer.abort()
 
 
 async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
@@ -53,8 +47,10 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
                 "hint": "run `stockade db upgrade`",
             }
     try:
-        await anyio.to_thread.run_sync(_probe_storage, runtime)
+        await anyio.to_thread.run_sync(runtime.store.probe)
         checks["storage"] = {"ok": True}
+    except StockadeError as exc:
+        checks["storage"] = {"ok": False, "error": exc.message, "hint": exc.hint}
     except Exception as exc:
         checks["storage"] = {"ok": False, "error": str(exc).splitlines()[0] or type(exc).__name__}
     return all(c["ok"] for c in checks.values()), checks

@@ -34,7 +34,7 @@ from stockade.core.policy.licenses import license_from_metadata
 from stockade.core.ports import BlobStore
 from stockade.core.simple import FileEntry, ProjectPage, version_key
 from stockade.db.models import FileMetadataRow
-from stockade.errors import StockadeError
+from stockade.errors import BlobMissing, StockadeError, StorageUnavailable
 from stockade.services.repo import utcnow
 
 log = logging.getLogger(__name__)
@@ -210,12 +210,14 @@ class MetadataService:
         sha = sha256.lower()
         if sha in (await self.get_many([sha])):
             return self._cache[sha]
-        path = self._store.local_path(sha)
-        if path is None:
-            return None
         try:
-            meta = await asyncio.to_thread(_read_metadata, path, filename)
+            async with self._store.open_local(sha) as path:
+                meta = await asyncio.to_thread(_read_metadata, path, filename)
             facts = parse_facts(sha, project, version, meta, "file")
+        except BlobMissing:
+            return None
+        except StorageUnavailable:
+            raise  # not a fact about the file: try again another time
         except StockadeError as exc:
             facts = MetaFacts(sha, project, version, None, None, None, None, "file", exc.message)
         return await self.save(facts, announce=announce)

@@ -46,7 +46,7 @@ class Runtime:
         self.settings = settings
         self.engine: AsyncEngine = make_async_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.store = open_store(settings.storage_url)
+        self.store = open_store(settings.storage_url, settings)
         self.coord = open_coordination(settings.database_url, settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
         self.audit = AuditLog(self.sessions, key_path=settings.key_dir / "audit-ed25519.pem")

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.ports import BlobStore
 from stockade.db.models import ScanReportRow
+from stockade.errors import BlobMissing
 from stockade.services.audit import AuditLog
 from stockade.services.repo import aware, utcnow
 
@@ -214,17 +215,17 @@ class ThreatService:
         return await asyncio.shield(task)
 
     async def _scan(self, sha: str, filename: str) -> ScanReport | None:
-        path = self._store.local_path(sha)
-        if path is None:
-            return None
         started = utcnow()
         try:
-            got = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(
-                    self._executor(), _scan_file, str(path), filename
-                ),
-                SCAN_TIMEOUT,
-            )
+            async with self._store.open_local(sha) as path:
+                got = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(
+                        self._executor(), _scan_file, str(path), filename
+                    ),
+                    SCAN_TIMEOUT,
+                )
+        except BlobMissing:
+            return None
         except (TimeoutError, BrokenProcessPool, OSError) as exc:
             self._reset_pool()
             got = {

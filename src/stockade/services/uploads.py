@@ -135,10 +135,10 @@ class UploadService:
                     except DBIntegrityError as exc:
                         raise self._exists(index, form.filename) from exc
                     if metadata_sha is not None and not self._store.exists(metadata_sha):
-                        self._store.put_bytes(meta.metadata)
+                        await anyio.to_thread.run_sync(self._store.put_bytes, meta.metadata)
                         stored.append(metadata_sha)
                     if not self._store.exists(sha):
-                        writer.commit(sha)
+                        await anyio.to_thread.run_sync(writer.commit, sha)  # S3: an upload
                         stored.append(sha)
             except DBIntegrityError as exc:  # lost the race at commit time (PostgreSQL)
                 await self._discard(stored)

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive
 
@@ -55,12 +55,14 @@ from stockade.services.uploads import Digests, UploadForm
 from stockade.settings import Settings
 from stockade.types import IndexKind, Scope, canonicalize_name
 from stockade.web import sbom_routes
+from stockade.web.blobs import blob_response
 from stockade.web.fast import FastPages
 from stockade.web.identity import TokenPrefixMiddleware, client_addr, credentials
 from stockade.web.metrics import Metrics, RequestMetrics
 
 log = logging.getLogger("stockade.web")
 GZIP_MIN = 1024
+OCTET = "application/octet-stream"
 
 
 def rt(request: Request) -> Runtime:
@@ -72,8 +74,8 @@ def error_response(exc: StockadeError, *, json: bool = False) -> Response:
     headers = {}
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="Stockade", charset="UTF-8"'
-    elif exc.http_status == 503:
-        headers["Retry-After"] = "5"
+    elif isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
     if json:
         body = orjson.dumps({"error": exc.message, "hint": exc.hint})
         return Response(body, exc.http_status, headers, media_type="application/json")
@@ -217,11 +219,10 @@ async def download(request: Request) -> Response:
         got = await runtime.files.metadata(index, project, filename[: -len(".metadata")])
         if isinstance(got, bytes):
             return Response(got, media_type="application/octet-stream")
-        path = runtime.store.local_path(got.sha256)
-        assert path is not None
-        return FileResponse(path, media_type="application/octet-stream")
+        return await blob_response(runtime.store, got.sha256, media_type=OCTET)
     try:
         result = await runtime.files.open(index, project, filename)
+        response = await _file_response(runtime, result, filename)
     except PolicyBlocked as exc:
         request.app.state.metrics.blocked(exc.rules)
         runtime.audit.record(
@@ -261,6 +262,14 @@ async def download(request: Request) -> Response:
         client=client_addr(request),
         team=token.team if token else None,
     )
+    return response
+
+
+async def _file_response(
+    runtime: Runtime, result: StoredFile | Streaming, filename: str
+) -> Response:
+    """Stored: sendfile, a presigned redirect or a stream (storage errors raise here, before
+    the download is audited as served); still arriving from upstream: stream it as it comes."""
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if isinstance(result, StoredFile):
         headers["ETag"] = f'"{result.sha256}"'
@@ -268,21 +277,18 @@ async def download(request: Request) -> Response:
         accel = _accel_redirect(runtime, result.sha256)
         if accel is not None:  # nginx in front sends the bytes (sendfile from the blob folder)
             headers["X-Accel-Redirect"] = accel
-            return Response(headers=headers, media_type="application/octet-stream")
-        path = runtime.store.local_path(result.sha256)
-        if path is not None:
-            return FileResponse(
-                path,
-                media_type="application/octet-stream",
-                headers=headers,
-                stat_result=None,
-            )
-        return StreamingResponse(runtime.store.stream(result.sha256), headers=headers)
+            return Response(headers=headers, media_type=OCTET)
+        return await blob_response(
+            runtime.store,
+            result.sha256,
+            media_type=OCTET,
+            headers=headers,
+            filename=filename,
+            redirect=True,
+        )
     assert isinstance(result, Streaming)
     headers["Content-Length"] = str(result.size)
-    return StreamingResponse(
-        result.fetch.open_reader(), headers=headers, media_type="application/octet-stream"
-    )
+    return StreamingResponse(result.fetch.open_reader(), headers=headers, media_type=OCTET)
 
 
 def _accel_redirect(runtime: Runtime, sha256: str) -> str | None:

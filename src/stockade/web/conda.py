@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stockade.core import auth
@@ -38,6 +38,7 @@ from stockade.web.app import (
     identify,
     rt,
 )
+from stockade.web.blobs import blob_response
 from stockade.web.identity import client_addr
 
 JSON = "application/json"
@@ -49,15 +50,21 @@ async def _channel(request: Request, needed: Scope) -> tuple[CondaChannel, str |
     return await rt(request).conda.as_channel(index), token.id if token else None
 
 
-def _blob(request: Request, sha: str, media: str, headers: dict[str, str]) -> Response:
-    store = rt(request).store
-    path = store.local_path(sha)
-    if path is not None:
-        return FileResponse(path, media_type=media, headers=headers, stat_result=None)
-    return StreamingResponse(store.stream(sha), media_type=media, headers=headers)
+async def _blob(
+    request: Request, sha: str, media: str, headers: dict[str, str], filename: str | None = None
+) -> Response:
+    """``filename``: a package file, which may be a presigned redirect (S3)."""
+    return await blob_response(
+        rt(request).store,
+        sha,
+        media_type=media,
+        headers=headers,
+        filename=filename,
+        redirect=filename is not None,
+    )
 
 
-def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
+async def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
     """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index)."""
     headers = {"Cache-Control": "private, max-age=60", "Vary": "Accept-Encoding"}
     if doc.stale:
@@ -71,9 +78,9 @@ def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
             return Response(status_code=304, headers={**headers, "ETag": etag})
         if doc.gz is not None and _accepts_gzip(request):
             headers.update({"ETag": gz_tag, "Content-Encoding": "gzip"})
-            return _blob(request, doc.gz, media, headers)
+            return await _blob(request, doc.gz, media, headers)
         headers["ETag"] = etag
-        return _blob(request, sha, media, headers)
+        return await _blob(request, sha, media, headers)
     sha_opt = doc.zst if form == "zst" else doc.shards
     if sha_opt is None:
         raise NotFound("this channel serves no such file", "fetch repodata.json instead")
@@ -81,12 +88,12 @@ def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
     headers["ETag"] = etag
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    return _blob(request, sha_opt, OCTET, headers)
+    return await _blob(request, sha_opt, OCTET, headers)
 
 
 async def channeldata(request: Request) -> Response:
     ch, _ = await _channel(request, Scope.READ)
-    return _serve(request, await rt(request).conda.channeldata(ch), "json")
+    return await _serve(request, await rt(request).conda.channeldata(ch), "json")
 
 
 async def subdir_file(request: Request) -> Response:
@@ -95,11 +102,11 @@ async def subdir_file(request: Request) -> Response:
     filename = request.path_params["filename"]
     conda = rt(request).conda
     if filename in (rd.REPODATA, CURRENT):
-        return _serve(request, await conda.repodata(ch, subdir, filename), "json")
+        return await _serve(request, await conda.repodata(ch, subdir, filename), "json")
     if filename == rd.REPODATA + ".zst":
-        return _serve(request, await conda.repodata(ch, subdir), "zst")
+        return await _serve(request, await conda.repodata(ch, subdir), "zst")
     if filename == rd.SHARDS_INDEX:
-        return _serve(request, await conda.repodata(ch, subdir), "shards")
+        return await _serve(request, await conda.repodata(ch, subdir), "shards")
     if filename.startswith(("repodata", "current_repodata")):
         raise NotFound(
             f"{subdir}/{filename} is not offered",
@@ -117,6 +124,7 @@ async def _package(
     detail["project"] = parsed.name if parsed else None
     try:
         got = await runtime.conda.open_package(ch, subdir, filename)
+        response = await _package_response(request, got, filename)
     except PolicyBlocked as exc:
         runtime.audit.record(
             "download",
@@ -142,11 +150,17 @@ async def _package(
     runtime.audit.record(
         "download", actor=actor, index=ch.name, filename=f"{subdir}/{filename}", **detail
     )
+    return response
+
+
+async def _package_response(
+    request: Request, got: StoredFile | Streaming, filename: str
+) -> Response:
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if isinstance(got, StoredFile):
         headers["ETag"] = f'"{got.sha256}"'
         headers["Cache-Control"] = "private, max-age=31536000, immutable"
-        return _blob(request, got.sha256, OCTET, headers)
+        return await _blob(request, got.sha256, OCTET, headers, filename)
     assert isinstance(got, Streaming)
     headers["Content-Length"] = str(got.size)
     return StreamingResponse(got.fetch.open_reader(), headers=headers, media_type=OCTET)
@@ -167,7 +181,7 @@ async def shard(request: Request) -> Response:
     headers = {"ETag": f'"{sha}"', "Cache-Control": "private, max-age=31536000, immutable"}
     if _etag_matches(request, f'"{sha}"'):
         return Response(status_code=304, headers=headers)
-    return _blob(request, sha, OCTET, headers)
+    return await _blob(request, sha, OCTET, headers)
 
 
 # -- API ---------------------------------------------------------------------------------------

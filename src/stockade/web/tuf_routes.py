@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from stockade.types import Scope
 from stockade.web.app import _pypi_only, authorized_index, download, rt
+from stockade.web.blobs import blob_response
 
 
 async def tuf_metadata(request: Request) -> Response:
@@ -41,10 +42,7 @@ async def tuf_target(request: Request) -> Response:
         "text/html; charset=utf-8"
     )  # fmt: skip
     headers = {"Cache-Control": "private, max-age=31536000, immutable"}
-    path = runtime.store.local_path(name)
-    if path is not None:
-        return FileResponse(path, media_type=media, headers=headers)
-    return StreamingResponse(runtime.store.stream(name), media_type=media, headers=headers)
+    return await blob_response(runtime.store, name, media_type=media, headers=headers)
 
 
 ROUTES = [

@@ -7,11 +7,12 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 
-from stockade.errors import StockadeError
+from stockade.errors import BlobMissing, StockadeError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -84,6 +85,29 @@ class LocalBlobStore:
 
     def local_path(self, sha256: str) -> Path | None:
         return self.path_for(sha256)
+
+    @asynccontextmanager
+    async def open_local(self, sha256: str) -> AsyncIterator[Path]:
+        path = self.path_for(sha256)
+        if not path.is_file():
+            raise BlobMissing(f"blob {sha256} is not in the local store {self.root}")
+        yield path
+
+    def presigned_url(
+        self, sha256: str, *, filename: str | None = None, media_type: str | None = None
+    ) -> str | None:
+        return None
+
+    def probe(self) -> None:
+        """Writable: a temporary file can be created, written and removed."""
+        writer = self.open_writer()
+        try:
+            writer.write(b"stockade readiness probe\n")
+        finally:
+            writer.abort()
+
+    def prepare(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def open_writer(self) -> LocalWriter:
         return LocalWriter(self)
