@@ -65,6 +65,18 @@ class Settings:
     # often each process checks for expiring metadata (0 = never: `stockade tuf refresh`).
     tuf_timestamp_expiry: int = 86400
     tuf_refresh_interval: int = 60
+    # Background jobs (scans, vulnerability syncs, environment re-evaluation, TUF): "auto" runs
+    # them on procrastinate when database_url is PostgreSQL, in-process otherwise; or force
+    # "procrastinate" or "inprocess". A job that raises is retried job_retries times, waiting
+    # job_retry_wait seconds, doubled each time, then marked failed (`stockade jobs list`).
+    job_queue: str = "auto"
+    # Whether `stockade serve` runs a worker for the procrastinate queue in each process
+    # (`serve --no-worker` sets it false; then run `stockade worker` somewhere).
+    job_worker: bool = True
+    job_concurrency: int = 4
+    job_retries: int = 3
+    job_retry_wait: float = 10.0
+    job_keep_days: int = 7
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +88,14 @@ class Settings:
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def job_engine(self) -> str:
+        """The job queue in use: ``procrastinate`` or ``inprocess`` (``job_queue = "auto"``
+        picks procrastinate exactly when the database is PostgreSQL)."""
+        if self.job_queue != "auto":
+            return self.job_queue
+        return "procrastinate" if self.database_url.startswith("postgres") else "inprocess"
 
     @classmethod
     def load(cls, home: str | Path | None = None, **overrides: Any) -> Settings:
@@ -116,10 +136,17 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             "vulndb_sync_interval",
             "tuf_timestamp_expiry",
             "tuf_refresh_interval",
+            "job_concurrency",
+            "job_retries",
+            "job_keep_days",
         ):
             out[key] = int(value)
-        elif key == "upstream_timeout":
+        elif key in ("upstream_timeout", "job_retry_wait"):
             out[key] = float(value)
+        elif key == "job_queue":
+            if value not in ("auto", "procrastinate", "inprocess"):
+                raise ValueError("job_queue must be auto, procrastinate or inprocess")
+            out[key] = value
         elif key in ("max_upload_size", "max_file_size", "max_page_size", "buffer_below"):
             out[key] = _parse_size(value)
         elif key == "alert_team_webhooks":
@@ -129,7 +156,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             ):
                 raise ValueError("alert_team_webhooks maps team names to webhook URLs")
             out[key] = dict(parsed)
-        elif key == "access_log":
+        elif key in ("access_log", "job_worker"):
             out[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
         else:
             out[key] = value

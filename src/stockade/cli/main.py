@@ -13,6 +13,7 @@ from stockade.cli import (
     console_cmd,
     env_cmd,
     index_cmd,
+    jobs_cmd,
     names_cmd,
     package_cmd,
     policy_cmd,
@@ -56,6 +57,8 @@ app.add_typer(console_cmd.app, name="console")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(env_cmd.app, name="env")
 app.add_typer(tuf_cmd.app, name="tuf")
+app.add_typer(jobs_cmd.app, name="jobs")
+app.command("worker")(jobs_cmd.worker)
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 
