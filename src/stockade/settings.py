@@ -88,6 +88,18 @@ class Settings:
     storage_presign_expiry: int = 300  # seconds a presigned URL is valid
     storage_create_bucket: bool = False  # create a missing bucket at start instead of failing
     storage_multipart_threshold: int = 16 * 1024**2  # uploads above this size use multipart
+    # Background jobs (scans, vulnerability syncs, environment re-evaluation, TUF): "auto" runs
+    # them on procrastinate when database_url is PostgreSQL, in-process otherwise; or force
+    # "procrastinate" or "inprocess". A job that raises is retried job_retries times, waiting
+    # job_retry_wait seconds, doubled each time, then marked failed (`stockade jobs list`).
+    job_queue: str = "auto"
+    # Whether `stockade serve` runs a worker for the procrastinate queue in each process
+    # (`serve --no-worker` sets it false; then run `stockade worker` somewhere).
+    job_worker: bool = True
+    job_concurrency: int = 4
+    job_retries: int = 3
+    job_retry_wait: float = 10.0
+    job_keep_days: int = 7
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +115,14 @@ class Settings:
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def job_engine(self) -> str:
+        """The job queue in use: ``procrastinate`` or ``inprocess`` (``job_queue = "auto"``
+        picks procrastinate exactly when the database is PostgreSQL)."""
+        if self.job_queue != "auto":
+            return self.job_queue
+        return "procrastinate" if self.database_url.startswith("postgres") else "inprocess"
 
     @classmethod
     def load(cls, home: str | Path | None = None, **overrides: Any) -> Settings:
@@ -147,10 +167,17 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             "tuf_timestamp_expiry",
             "tuf_refresh_interval",
             "storage_presign_expiry",
+            "job_concurrency",
+            "job_retries",
+            "job_keep_days",
         ):
             out[key] = int(value)
-        elif key in ("upstream_timeout", "fetch_wait"):
+        elif key in ("upstream_timeout", "fetch_wait", "job_retry_wait"):
             out[key] = float(value)
+        elif key == "job_queue":
+            if value not in ("auto", "procrastinate", "inprocess"):
+                raise ValueError("job_queue must be auto, procrastinate or inprocess")
+            out[key] = value
         elif key in (
             "max_upload_size",
             "max_file_size",
@@ -166,7 +193,12 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             ):
                 raise ValueError("alert_team_webhooks maps team names to webhook URLs")
             out[key] = dict(parsed)
-        elif key in ("access_log", "storage_presign_downloads", "storage_create_bucket"):
+        elif key in (
+            "access_log",
+            "storage_presign_downloads",
+            "storage_create_bucket",
+            "job_worker",
+        ):
             out[key] = value if isinstance(value, bool) else str(value).lower() in _TRUE
         else:
             out[key] = value

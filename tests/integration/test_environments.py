@@ -64,6 +64,10 @@ def test_advisory_turns_it_red_with_one_alert_and_curation_green_again(
     with webhook_receiver() as (url, received):
         with (srv.home / "stockade.toml").open("a") as f:
             f.write(f'\n[alert_team_webhooks]\nweb = "{url}"\n')
+        # settings are read when a process starts; on PostgreSQL the server's job worker
+        # re-evaluates the environments and sends the alerts
+        srv.stop()
+        srv.start()
         first = cli_json(srv, "env", "push", "web/app", str(FIXTURES / "requirements.txt"))
         other = tmp_path / "requirements.txt"
         other.write_text("idna==3.4\n")

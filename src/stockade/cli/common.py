@@ -64,9 +64,34 @@ def _run(fn: Callable[[Runtime], Awaitable[T]], s: Settings | None) -> T:
                 "run `stockade init` or `stockade db upgrade` first",
             ) from exc
         finally:
-            await runtime.close()
+            try:
+                await _drain(runtime)
+            finally:
+                await runtime.close()
 
     return asyncio.run(go())
+
+
+async def _drain(runtime: Runtime) -> None:
+    """The jobs this command deferred (environment re-evaluation after an import…) are seen
+    through before it exits; failures are reported (the command's own work stands)."""
+    import logging
+
+    if not logging.getLogger().handlers:  # no tracebacks of failed attempts: the line below
+        for name in ("procrastinate", "stockade.jobs"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        failed = await runtime.jobs.drain()
+    except Exception as exc:
+        err.print(f"warning: could not follow the queued jobs: {exc}", markup=False)
+        return
+    for job in failed:
+        err.print(
+            f"warning: job {job.id} ({job.task}) failed after {job.attempts} attempt(s): "
+            f"{job.error}; see `stockade jobs list --status failed`",
+            markup=False,
+            highlight=False,
+        )
 
 
 def print_json(data: Any) -> None:

@@ -14,6 +14,7 @@ from stockade.cli import (
     deploy_cmd,
     env_cmd,
     index_cmd,
+    jobs_cmd,
     names_cmd,
     package_cmd,
     policy_cmd,
@@ -58,6 +59,8 @@ app.add_typer(report_cmd.app, name="report")
 app.add_typer(env_cmd.app, name="env")
 app.add_typer(tuf_cmd.app, name="tuf")
 app.add_typer(deploy_cmd.app, name="deploy")
+app.add_typer(jobs_cmd.app, name="jobs")
+app.command("worker")(jobs_cmd.worker)
 app.command("inspect")(__import__("stockade.cli.inspect_cmd", fromlist=["inspect"]).inspect)
 
 

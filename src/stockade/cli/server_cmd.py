@@ -122,6 +122,12 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", min=1, help="Server processes (e.g. one per core); caches are per process."
     ),
+    no_worker: bool = typer.Option(
+        False,
+        "--no-worker",
+        help="Run no job worker in the server processes (procrastinate queue): run "
+        "`stockade worker` elsewhere.",
+    ),
 ) -> None:
     """Run the server (embedded default: SQLite and a local folder under STOCKADE_HOME)."""
     import uvicorn
@@ -151,6 +157,8 @@ def serve(
         _announce_when_ready(base, bound_port, Path(ready_file))
     # The app is built by a factory in each worker from the same environment (STOCKADE_HOME…).
     os.environ["STOCKADE_HOME"] = str(s.home)
+    if no_worker:
+        os.environ["STOCKADE_JOB_WORKER"] = "false"
     uvicorn.run(
         "stockade.web.app:app_from_env",
         factory=True,

@@ -41,7 +41,7 @@ def _import(path: Path, json: bool) -> tuple[ImportReport, list[dict[str, Any]]]
         )
         await r.audit.flush()
         r.changed()
-        alerts, _changes = await r.advisories_changed(report.changed)
+        alerts = await r.advisories_changed(report.changed)
         return report, alerts
 
     return run(go)
@@ -79,19 +79,32 @@ def import_(
 @db_app.command("sync")
 def sync(
     url: str = typer.Option(None, "--url", help="OSV export zip (default: vulndb_url setting)."),
+    background: bool = typer.Option(
+        False,
+        "--background",
+        help="Queue a vulndb.sync job for the workers (retried on failure, shown by "
+        "`stockade jobs list`) and print its id instead of syncing here.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Download the OSV export and import it (incremental)."""
     from stockade.settings import Settings
 
     src = url or Settings.load().vulndb_url
+    if background:
+        job = run(lambda r: r.jobs.defer("vulndb.sync", background=True, url=src))
+        if json:
+            print_json({"job": job})
+        else:
+            typer.echo(f"queued vulndb.sync job {job}" if job else "a vulndb.sync job is queued")
+        return
 
     async def go(r: Runtime) -> tuple[ImportReport, list[dict[str, Any]]]:
         report = await r.vulns.sync(src, r.http)
         r.audit.record("vulndb.sync", url=src, added=report.added, updated=report.updated)
         await r.audit.flush()
         r.changed()
-        alerts, _changes = await r.advisories_changed(report.changed)
+        alerts = await r.advisories_changed(report.changed)
         return report, alerts
 
     report, alerts = run(go)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from stockade.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+UPGRADE_LOCK = 0x5374_6F63_6B61  # pg_advisory_lock key of schema upgrades ("Stocka")
 
 
 def sync_url(url: str) -> str:
@@ -75,4 +76,22 @@ def upgrade(url: str, revision: str = "head") -> None:
         path = make_url(sync_url(url)).database
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(cfg, revision)
+        command.upgrade(cfg, revision)
+        return
+    # PostgreSQL: several processes may upgrade at once (servers starting together, `db
+    # upgrade` from each deployment): a session advisory lock makes them take turns, so the
+    # later ones find the schema current instead of failing on half-created tables.
+    eng = make_sync_engine(url)
+    try:
+        with eng.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+            conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+                conn.commit()
+    finally:
+        eng.dispose()

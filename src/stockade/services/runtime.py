@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from stockade.services.environments import EnvironmentService
 from stockade.services.files import FileService
 from stockade.services.identity import IdentityService
 from stockade.services.indexes import IndexService
+from stockade.services.jobs import JobQueue, Periodic, Task, make_queue
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
@@ -112,22 +114,98 @@ class Runtime:
         )
         self.pages.on_page = self.tuf.page_built
         self.uploads.on_change = self.files.on_stored = self.tuf.project_changed
+        self.jobs: JobQueue = make_queue(
+            settings, self.sessions, self._job_tasks(), self._periodic()
+        )
+        self.threats.queue = self.jobs
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
     def _upstream(self, url: str) -> UpstreamIndex:
         return UpstreamIndex(self.http, url, self.settings.max_page_size)
 
-    def start(self) -> None:
-        """Background work of a server process (the CLI builds a Runtime without it)."""
+    # -- background jobs (services/jobs.py) -----------------------------------------------------
+
+    def _job_tasks(self) -> dict[str, Task]:
+        def job(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+            async def run(**kwargs: Any) -> None:
+                self.check_invalidation()  # the job may follow a change made in another process
+                await handler(**kwargs)
+
+            return run
+
+        tasks = [
+            Task("scan", job(self._scan_job), "scans", lambda a: f"scan:{a['sha256']}"),
+            Task("vulndb.sync", job(self.sync_vulndb), lock=lambda a: "vulndb.sync"),
+            Task("envs.reevaluate", job(self._reevaluate_job)),
+            Task(
+                "tuf.refresh",
+                job(self._tuf_job),
+                lock=lambda a: f"tuf.refresh:{a.get('index') or '*'}",
+            ),
+        ]
+        return {t.name: t for t in tasks}
+
+    def _periodic(self) -> list[Periodic]:
+        """procrastinate's periodic tasks (one job per tick, cluster-wide); the in-process
+        queue has loops instead (``start``)."""
+        out = []
+        if self.settings.vulndb_sync_interval > 0:
+            out.append(Periodic("vulndb.sync", self.settings.vulndb_sync_interval))
+        if self.settings.tuf_refresh_interval > 0:
+            out.append(Periodic("tuf.refresh", self.settings.tuf_refresh_interval))
+        return out
+
+    async def _scan_job(self, sha256: str, filename: str) -> None:
+        await self.threats.ensure(sha256, filename)
+
+    async def _reevaluate_job(
+        self, cause: str, packages: list[list[str]] | None = None, index: str | None = None
+    ) -> None:
+        if index is not None:
+            await self.envs.reevaluate_index(index, cause=cause)
+        if packages:
+            await self.envs.reevaluate_packages([(e, n) for e, n in packages], cause=cause)
+        await self.audit.flush()
+
+    async def _tuf_job(self, index: str | None = None) -> None:
+        """One index's pages signed afresh (after a policy change), or, with no index, the
+        metadata close to expiry re-signed (the periodic refresh)."""
+        if index is not None:
+            await self.indexes.get(index)
+            self.tuf.index_changed(index)
+            await self.tuf.flush()
+        else:
+            self.tuf.clear()  # `tuf init` in another process
+            await self.tuf.refresh_expiring()
+
+    def start(self, *, worker: bool | None = None) -> None:
+        """Background work of a long-running process (a server, ``stockade worker``):
+        ``worker`` (default: the ``job_worker`` setting) runs procrastinate jobs here."""
+        self._started = True
         self.coord.start()
         self.audit.start()
-        self.tuf.start()
-        if self.settings.vulndb_sync_interval > 0:
-            self._tasks.append(asyncio.create_task(self._sync_loop(), name="vulndb-sync"))
+        inprocess = self.jobs.engine == "inprocess"
+        self.tuf.start(refresh=inprocess)  # procrastinate: the periodic tuf.refresh job
+        if inprocess:
+            self._tasks.append(asyncio.create_task(self._prune_jobs(), name="jobs-prune"))
+            if self.settings.vulndb_sync_interval > 0:
+                self._tasks.append(asyncio.create_task(self._sync_loop(), name="vulndb-sync"))
+        elif self.settings.job_worker if worker is None else worker:
+            self.jobs.start_worker()
+
+    async def _prune_jobs(self) -> None:
+        from stockade.services.jobs import InProcessQueue
+
+        assert isinstance(self.jobs, InProcessQueue)
+        while True:
+            await self.jobs.prune()
+            await asyncio.sleep(86400)
 
     async def _sync_loop(self) -> None:
-        """Sync the vulnerability feed every ``vulndb_sync_interval`` seconds. Several workers
-        may run this loop; a file lock lets one of them sync at a time."""
+        """In-process queue: sync the vulnerability feed every ``vulndb_sync_interval`` seconds
+        as a ``vulndb.sync`` job. Several processes may run this loop; a file lock lets one of
+        them sync at a time. (procrastinate: a periodic job instead.)"""
         import fcntl
 
         lock_path = self.settings.run_dir / "vulndb-sync.lock"
@@ -139,7 +217,12 @@ class Runtime:
                 except BlockingIOError:  # another process is syncing
                     mine = False
                 if mine:
-                    await self._sync_once()
+                    try:
+                        job = await self.jobs.defer("vulndb.sync", background=True)
+                        if job is not None:
+                            await self.jobs.wait([job])
+                    except Exception:  # e.g. the database is busy: the next tick tries again
+                        log.exception("vulndb sync job could not be run")
             await asyncio.sleep(self.settings.vulndb_sync_interval)
 
     def check_invalidation(self) -> None:
@@ -163,44 +246,46 @@ class Runtime:
         self.coord.bump()
         self.clear_caches()
 
-    async def _sync_once(self) -> None:
-        url = self.settings.vulndb_url
+    async def sync_vulndb(self, url: str | None = None) -> None:
+        """The ``vulndb.sync`` job: download the feed and import it; a failure raises (the
+        queue retries it and shows the error)."""
+        url = url or self.settings.vulndb_url
         try:
             report = await self.vulns.sync(url, self.http)
-        except Exception as exc:  # keep the schedule alive; say what failed
-            log.warning("vulndb sync from %s failed: %s", url, exc)
+        except Exception as exc:
             self.audit.record("vulndb.sync", outcome="error", url=url, reason=str(exc))
-            return
+            await self.audit.flush()
+            raise
         log.info("vulndb sync: %d added, %d updated", report.added, report.updated)
         self.audit.record("vulndb.sync", url=url, added=report.added, updated=report.updated)
         if report.added or report.updated:
             self.changed()
             try:
                 await self.advisories_changed(report.changed)
-            except Exception as exc:  # alerts must not stop the sync schedule
+            except Exception as exc:  # the import stands; a retry would find nothing new
                 log.warning("alerts after the sync failed: %s", exc)
-
-    async def advisories_changed(
-        self, ids: list[str]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """After an import or sync: alerts for affected downloads, and the environments that
-        contain a package of a changed advisory re-evaluated. (alerts, environment changes)
-        Callers announce the change first (``changed()``), which drops the caches."""
-        alerts = await self.alerts.after_import(ids)
-        if not ids:
-            return alerts, []
-        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        changes = await self.envs.reevaluate_packages(
-            await self.vulns.packages_of(ids), cause=f"advisories changed: {shown}"
-        )
         await self.audit.flush()
-        return alerts, changes
 
-    async def curated(
-        self, c: Curation, actor: str | None, client: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def advisories_changed(self, ids: list[str]) -> list[dict[str, Any]]:
+        """After an import or sync: alerts for affected downloads (returned), and an
+        ``envs.reevaluate`` job for the environments that contain a package of a changed
+        advisory. Callers announce the change first (``changed()``), which drops the caches."""
+        alerts = await self.alerts.after_import(ids)
+        if ids:
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            packages = sorted(await self.vulns.packages_of(ids))
+            if packages:
+                await self.jobs.defer(
+                    "envs.reevaluate",
+                    packages=[list(p) for p in packages],
+                    cause=f"advisories changed: {shown}",
+                )
+        await self.audit.flush()
+        return alerts
+
+    async def curated(self, c: Curation, actor: str | None, client: str | None = None) -> None:
         """After a curation, wherever it was made (CLI, API, console): audited, announced to
-        every process, and the environments containing the package re-evaluated."""
+        every process, and the environments containing the package re-evaluated (a job)."""
         self.audit.record(
             "vuln.curate",
             actor=actor,
@@ -213,21 +298,23 @@ class Runtime:
             client=client,
         )
         self.changed()
-        changes = await self.envs.reevaluate_packages(
-            [(c.ecosystem, c.package)], cause=f"curation of {c.advisory_id} for {c.package}"
+        await self.audit.flush()
+        await self.jobs.defer(
+            "envs.reevaluate",
+            packages=[[c.ecosystem, c.package]],
+            cause=f"curation of {c.advisory_id} for {c.package}",
         )
-        await self.audit.flush()
-        return changes
 
-    async def policy_changed(self, index: str, version: int) -> list[dict[str, Any]]:
-        """After a policy change (announced with ``changed()``): the index re-signed and the
-        environments bound to it re-evaluated."""
-        self.tuf.index_changed(index)
-        changes = await self.envs.reevaluate_index(index, cause=f"policy of {index} v{version}")
+    async def policy_changed(self, index: str, version: int) -> None:
+        """After a policy change (announced with ``changed()``): jobs re-sign the index (when
+        it is signed) and re-evaluate the environments bound to it."""
         await self.audit.flush()
-        return changes
+        if (await self.tuf.enabled()).get(index) is not None:
+            await self.jobs.defer("tuf.refresh", index=index)
+        await self.jobs.defer("envs.reevaluate", index=index, cause=f"policy of {index} v{version}")
 
     async def close(self) -> None:
+        await self.jobs.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

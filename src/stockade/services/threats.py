@@ -34,6 +34,7 @@ from stockade.core.ports import BlobStore
 from stockade.db.models import ScanReportRow
 from stockade.errors import BlobMissing
 from stockade.services.audit import AuditLog
+from stockade.services.jobs import JobQueue
 from stockade.services.repo import aware, utcnow
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ class ThreatService:
         self._cache: dict[str, ScanReport] = {}
         self._inflight: dict[str, asyncio.Task[ScanReport | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The job queue (the runtime sets it): background scans are ``scan`` jobs, retried
+        # and visible in `stockade jobs list`, run by whichever worker takes them.
+        self.queue: JobQueue | None = None
 
     def clear(self) -> None:
         self._cache.clear()
@@ -189,14 +193,22 @@ class ThreatService:
         return got is not None and got.engine == ENGINE
 
     def enqueue(self, sha256: str, filename: str) -> None:
-        """Scan a stored file in the background (once per engine version)."""
+        """Scan a stored file in the background (once per engine version): a ``scan`` job
+        unless the database already holds a current verdict."""
         task = asyncio.create_task(self._guarded(sha256, filename))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _guarded(self, sha256: str, filename: str) -> None:
         try:
-            await self.ensure(sha256, filename)
+            if self.queue is None:
+                await self.ensure(sha256, filename)
+                return
+            known = await self.report(sha256)
+            if known is None or known.engine != ENGINE:
+                await self.queue.defer(
+                    "scan", background=True, sha256=sha256.lower(), filename=filename
+                )
         except Exception:
             log.exception("scanning %s failed", filename)
 

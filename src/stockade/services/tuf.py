@@ -245,10 +245,12 @@ class TufService:
 
     # lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, refresh: bool = True) -> None:
+        """The signer task and, with ``refresh``, the refresh loop (the procrastinate queue
+        refreshes with a periodic ``tuf.refresh`` job instead)."""
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._run(), name="tuf-signer"))
-            if self._settings.tuf_refresh_interval > 0:
+            if refresh and self._settings.tuf_refresh_interval > 0:
                 self._tasks.append(asyncio.create_task(self._refresh_loop(), name="tuf-refresh"))
 
     async def close(self) -> None:

@@ -626,6 +626,21 @@ async def api_audit(request: Request) -> Response:
     return _json(events)
 
 
+async def api_jobs(request: Request) -> Response:
+    """Background jobs, newest first: ?status=queued|running|done|failed|cancelled&task=&limit=
+    (each with its attempts and the last failed attempt's error)."""
+    await _admin(request)
+    q = request.query_params
+    try:
+        limit = min(int(q.get("limit", "100")), 10_000)
+    except ValueError:
+        raise InvalidRequest("limit must be a number", "?limit=100") from None
+    found = await rt(request).jobs.find(
+        status=q.get("status") or None, task=q.get("task") or None, limit=limit
+    )
+    return _json([j.as_dict() for j in found])
+
+
 async def api_audit_verify(request: Request) -> Response:
     """The audit hash chain and checkpoints checked now: {"ok", "first_break", …}."""
     await _admin(request)
@@ -1155,6 +1170,7 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
+        Route("/api/v1/jobs", api_jobs),
         Route("/api/v1/envs", api_envs),
         Route("/api/v1/envs/{team}/{name}", api_env, methods=["GET", "POST"]),
         Route("/api/v1/envs/{team}/{name}/{version:int}", api_env_version),

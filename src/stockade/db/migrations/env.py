@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from stockade.db.engine import make_sync_engine
 from stockade.db.models import Base
@@ -11,13 +12,28 @@ config = context.config
 url = config.get_main_option("sqlalchemy.url")
 assert url, "sqlalchemy.url must be set by stockade.db.engine.upgrade()"
 
-engine = make_sync_engine(url)
-with engine.connect() as connection:
+
+def ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Autogenerate leaves procrastinate's tables alone (revision 0016 creates them)."""
+    return not (type_ == "table" and reflected and (name or "").startswith("procrastinate_"))
+
+
+def run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_object=ours,
     )
     with context.begin_transaction():
         context.run_migrations()
-engine.dispose()
+
+
+given = config.attributes.get("connection")  # upgrade() on PostgreSQL: holds the upgrade lock
+if isinstance(given, Connection):
+    run(given)
+else:
+    engine = make_sync_engine(url)
+    with engine.connect() as connection:
+        run(connection)
+    engine.dispose()
