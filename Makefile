@@ -33,8 +33,11 @@ lint: venv
 typecheck: venv
 	.venv/bin/mypy --strict
 
+# Tests run on every core (pytest-xdist): most of their time is real servers and clients
+# starting up, and each test has its own home, ports and PostgreSQL database.
+TEST_PROCS ?= 2
 test: lint typecheck
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(TEST_PROCS) --durations=25
 
 unit: venv
 	.venv/bin/python -m pytest -q tests/unit

@@ -61,7 +61,8 @@ from stockade.services import conda_repo, repo
 from stockade.services.audit import AuditLog
 from stockade.services.conda_policy import CondaPolicy
 from stockade.services.conda_repo import CondaPackageInfo, RepodataState
-from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming
+from stockade.services.coordination import Coordination, hold
+from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming, claim_fetch
 from stockade.services.indexes import IndexService, check_index_name
 from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
@@ -139,6 +140,7 @@ class CondaService:
         self._refreshing: dict[tuple[str, str], asyncio.Task[ServedDoc | None]] = {}
         self._shard_indexes: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._fetches: dict[str, Fetch] = {}
+        self.coord: Coordination | None = None  # set by the runtime: cross-process claims
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
@@ -634,6 +636,10 @@ class CondaService:
         """Writers of one subdir's repodata, across tasks and processes."""
         lock = self._locks.setdefault((ch.index.id, subdir), asyncio.Lock())
         async with lock:
+            if self.coord is not None:  # every process of the deployment, on any machine
+                async with hold(self.coord, f"conda-repodata:{ch.index.id}:{subdir}"):
+                    yield
+                return
             self._settings.run_dir.mkdir(parents=True, exist_ok=True)
             path = self._settings.run_dir / f"conda-{ch.index.id}-{subdir}.lock"
             with path.open("a") as f:
@@ -714,7 +720,17 @@ class CondaService:
             return StoredFile(sha, self._store.size(sha))
         fetch = self._fetches.get(sha)
         if fetch is None:
-            fetch = self._start_fetch(ch, subdir, filename, rec, sha)
+            claim = await claim_fetch(
+                self.coord, self._store, sha, self._fetches, self._settings.fetch_wait
+            )
+            if isinstance(claim, StoredFile):  # another process fetched it meanwhile
+                return claim
+            fetch = self._fetches.get(sha)
+            if fetch is None:
+                fetch = self._start_fetch(ch, subdir, filename, rec, sha)
+                fetch.lock = claim
+            elif claim is not None:
+                await claim.release()
         await fetch.headers_ready.wait()
         size = fetch.expected_size
         if fetch.done.is_set() or size is None or size <= self._settings.buffer_below:
@@ -820,6 +836,9 @@ class CondaService:
             fetch.headers_ready.set()
             fetch.done.set()
             fetch.notify()
+            if fetch.lock is not None:
+                with contextlib.suppress(Exception):  # the lock dies with its connection
+                    await fetch.lock.release()
 
     async def _record_mirrored(
         self,

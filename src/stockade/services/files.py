@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -106,6 +106,44 @@ class Fetch:
 class Streaming:
     fetch: Fetch
     size: int | None
+
+
+async def claim_fetch(
+    coord: Coordination | None,
+    store: BlobStore,
+    sha: str,
+    inflight: Mapping[str, object],
+    wait: float,
+) -> StoredFile | Lock | None:
+    """Across processes, one fetches a file from upstream and the others wait for it.
+
+    Returns the claim (this process fetches), the stored file (another process finished),
+    or None: this process fetches without a claim because another task here already is
+    (``inflight``), the other process took longer than ``wait`` seconds (clients must not time
+    out waiting for bytes they cannot see), or the coordination service is unreachable.
+    Blobs are committed atomically, so a second fetch never exposes a partial file."""
+    if coord is None:
+        return None
+    deadline = time.monotonic() + wait
+    delay = POLL
+    while sha not in inflight:
+        try:
+            lock = await coord.try_lock(f"fetch:{sha}")
+        except Exception as exc:
+            log.warning("cannot coordinate the fetch of %s with other processes: %s", sha, exc)
+            return None
+        if store.exists(sha):
+            if lock is not None:
+                await lock.release()
+            return StoredFile(sha, store.size(sha))
+        if lock is not None:
+            return lock
+        if time.monotonic() >= deadline:
+            log.info("another process is still fetching %s; fetching it here as well", sha)
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)  # each look may be a request to object storage
+    return None
 
 
 class FileService:
@@ -212,7 +250,9 @@ class FileService:
             return StoredFile(sha, self._store.size(sha))
         fetch = self._inflight.get(sha)
         if fetch is None:
-            claim = await self._claim(sha)
+            claim = await claim_fetch(
+                self._coord, self._store, sha, self._inflight, self._settings.fetch_wait
+            )
             if isinstance(claim, StoredFile):  # another process fetched it meanwhile
                 return claim
             fetch = self._inflight.get(sha)  # another task of ours started while we waited
@@ -233,37 +273,6 @@ class FileService:
                 raise fetch.error
             return StoredFile(sha, self._store.size(sha))
         return Streaming(fetch, size)
-
-    async def _claim(self, sha: str) -> StoredFile | Lock | None:
-        """Across processes, one fetches a file from upstream and the others wait for it.
-
-        Returns the claim (this process fetches), the stored file (another process finished),
-        or None: this process fetches without a claim because another task here already is,
-        the other process took longer than ``fetch_wait`` seconds (clients must not time out
-        waiting for bytes they cannot see), or the coordination service is unreachable.
-        Blobs are committed atomically, so a second fetch never exposes a partial file."""
-        if self._coord is None:
-            return None
-        deadline = time.monotonic() + self._settings.fetch_wait
-        delay = POLL
-        while sha not in self._inflight:
-            try:
-                lock = await self._coord.try_lock(f"fetch:{sha}")
-            except Exception as exc:
-                log.warning("cannot coordinate the fetch of %s with other processes: %s", sha, exc)
-                return None
-            if self._store.exists(sha):
-                if lock is not None:
-                    await lock.release()
-                return StoredFile(sha, self._store.size(sha))
-            if lock is not None:
-                return lock
-            if time.monotonic() >= deadline:
-                log.info("another process is still fetching %s; fetching it here as well", sha)
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)  # each look may be a request to object storage
-        return None
 
     def _start_fetch(
         self, origin: IndexInfo, project: NormalizedName, entry: FileEntry, sha: str
