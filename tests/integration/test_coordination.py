@@ -46,8 +46,13 @@ def test_local_invalidation_is_seen_by_the_other_process(tmp_path: Path) -> None
     assert not b.changed()
     a.bump()
     assert not a.changed()  # its own change: the caller already dropped its caches
-    assert b.changed()
+    assert b.changed() == {"all"}
     assert not b.changed()  # once
+    a.bump("tokens")  # a revoked token: other processes drop token lookups only
+    assert b.changed() == {"tokens"}
+    a.bump("tokens")
+    a.bump()
+    assert b.changed() == {"all", "tokens"}  # nothing lost when both happen between looks
 
 
 @PG_ONLY
@@ -69,11 +74,13 @@ def test_pg_locks_and_notifications(tmp_path: Path, db_url: str) -> None:
 
             await asyncio.sleep(0.5)  # both listening
             assert not a.changed() and not b.changed()
-            a.bump()
-            deadline = time.monotonic() + 1.0
-            while not b.changed():
-                assert time.monotonic() < deadline, "the change did not reach b within 1 s"
-                await asyncio.sleep(0.01)
+            for scope in ("all", "tokens"):
+                a.bump(scope)
+                deadline = time.monotonic() + 1.0
+                while not (got := b.changed()):
+                    assert time.monotonic() < deadline, "the change did not reach b within 1 s"
+                    await asyncio.sleep(0.01)
+                assert got == {scope}
             await asyncio.sleep(0.2)
             assert not a.changed()  # not told of its own change
         finally:

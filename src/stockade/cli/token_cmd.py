@@ -85,7 +85,7 @@ def revoke(token_id: str, json: bool = JsonOpt) -> None:
     async def go(r: Runtime) -> TokenRecord:
         rec = await r.tokens.revoke(token_id)
         await r.audit.flush()
-        r.changed()
+        r.changed("tokens")
         return rec
 
     rec = run(go)

@@ -34,6 +34,33 @@ from stockade.services.invalidation import FileInvalidation
 log = logging.getLogger("stockade.coordination")
 
 CHANNEL = "stockade_changed"
+# What a change touches: "all" drops every cache; "tokens" (a token revoked) only token lookups,
+# so a revocation does not make every process rebuild every page.
+SCOPES = ("all", "tokens")
+NOTHING: frozenset[str] = frozenset()
+ALL: frozenset[str] = frozenset({"all"})
+
+
+class _Epochs:
+    """One epoch file per scope in ``run_dir`` (``epoch``, ``epoch-tokens``): a ``stat`` each
+    per request tells whether a process of this home changed something since."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.files = {
+            scope: FileInvalidation(run_dir, "epoch" if scope == "all" else f"epoch-{scope}")
+            for scope in SCOPES
+        }
+
+    def bump(self, scope: str) -> None:
+        f = self.files[scope if scope in self.files else "all"]
+        f.bump()
+        f.changed()  # our own change: the caller already dropped its caches
+
+    def changed(self) -> frozenset[str]:
+        got = [scope for scope, f in self.files.items() if f.changed()]
+        return frozenset(got) if got else NOTHING
+
+
 POLL = 0.05  # seconds between attempts to take a lock held by someone else
 STRIPES = 4096  # lock files in the local shape (keys hash onto them)
 
@@ -49,12 +76,13 @@ class Coordination(Protocol):
         """Begin listening for other processes' changes (servers only)."""
         ...
 
-    def bump(self) -> None:
-        """Announce a change to every other process."""
+    def bump(self, scope: str = "all") -> None:
+        """Announce a change (of ``scope``, one of SCOPES) to every other process."""
         ...
 
-    def changed(self) -> bool:
-        """True once after another process announced a change (cheap: called per request)."""
+    def changed(self) -> frozenset[str]:
+        """The scopes other processes changed since the last call; empty almost always
+        (cheap: called per request)."""
         ...
 
     async def try_lock(self, key: str) -> Lock | None:
@@ -108,7 +136,7 @@ class LocalCoordination:
     """One machine: an epoch file for invalidation, striped ``flock`` files for locks."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.invalidation = FileInvalidation(run_dir)
+        self.epochs = _Epochs(run_dir)
         self.lock_dir = run_dir / "locks"
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         self.mine = _ProcessLocks()
@@ -116,12 +144,11 @@ class LocalCoordination:
     def start(self) -> None:
         pass
 
-    def bump(self) -> None:
-        self.invalidation.bump()
-        self.invalidation.changed()  # our own change: the caller already dropped its caches
+    def bump(self, scope: str = "all") -> None:
+        self.epochs.bump(scope)
 
-    def changed(self) -> bool:
-        return self.invalidation.changed()
+    def changed(self) -> frozenset[str]:
+        return self.epochs.changed()
 
     async def try_lock(self, key: str) -> Lock | None:
         if key in self.mine.held:
@@ -180,10 +207,10 @@ class PgCoordination:
         # Processes sharing this home also see the epoch file on their next request (no
         # window between a CLI command finishing and the server noticing); NOTIFY reaches
         # the processes of other machines.
-        self.local = FileInvalidation(run_dir)
+        self.local = _Epochs(run_dir)
         self.me = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.mine = _ProcessLocks()
-        self._dirty = False
+        self._dirty: set[str] = set()
         self._reconnect_max = reconnect_max
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -217,44 +244,44 @@ class PgCoordination:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if not first:  # changes made while we were deaf are unknown: drop all
-                        self._dirty = True
+                        self._dirty.add("all")
                         log.info("listening for changes again")
                     first, delay = False, 0.2
                     self._listening.set()
                     async for note in conn.notifies():
-                        if note.payload != self.me:
-                            self._dirty = True
+                        scope, _, sender = note.payload.partition(" ")
+                        if sender != self.me:
+                            self._dirty.add(scope if scope in SCOPES else "all")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # PostgreSQL restarted or unreachable: retry, stay up
                 self._listening.clear()
-                self._dirty = True
+                self._dirty.add("all")
                 log.warning("change listener lost PostgreSQL (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect_max)
 
-    def bump(self) -> None:
-        self.local.bump()
-        self.local.changed()
+    def bump(self, scope: str = "all") -> None:
+        self.local.bump(scope)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop (a plain CLI step)
-            self._notify_sync()
+            self._notify_sync(scope)
             return
-        task = loop.create_task(self._notify())
+        task = loop.create_task(self._notify(scope))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    def _notify_sync(self) -> None:
+    def _notify_sync(self, scope: str) -> None:
         import psycopg
 
         try:
             with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.me))
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{scope} {self.me}"))
         except psycopg.Error as exc:
             log.warning("could not announce a change to other processes: %s", exc)
 
-    async def _notify(self) -> None:
+    async def _notify(self, scope: str) -> None:
         import psycopg
 
         async with self._notify_mutex:
@@ -264,20 +291,22 @@ class PgCoordination:
                         self._notify_conn = await psycopg.AsyncConnection.connect(
                             self.conninfo, autocommit=True, connect_timeout=5
                         )
-                    await self._notify_conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.me))
+                    await self._notify_conn.execute(
+                        "SELECT pg_notify(%s, %s)", (CHANNEL, f"{scope} {self.me}")
+                    )
                     return
                 except psycopg.Error as exc:
                     await self._drop("_notify_conn")
                     if attempt == 2:
                         log.warning("could not announce a change to other processes: %s", exc)
 
-    def changed(self) -> bool:
+    def changed(self) -> frozenset[str]:
         local = self.local.changed()
         if self._listener is not None and not self._listening.is_set():
-            return True  # deaf to other processes: trust no cache until listening again
+            return ALL  # deaf to other processes: trust no cache until listening again
         if self._dirty:
-            self._dirty = False
-            return True
+            got, self._dirty = frozenset(self._dirty), set()
+            return got | local
         return local
 
     # locks

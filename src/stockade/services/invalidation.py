@@ -13,9 +13,9 @@ from pathlib import Path
 
 
 class FileInvalidation:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, name: str = "epoch") -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / "epoch"
+        self.path = run_dir / name
         if not self.path.exists():
             self.bump()
         self._seen = self._stamp()

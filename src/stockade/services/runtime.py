@@ -228,8 +228,11 @@ class Runtime:
 
     def check_invalidation(self) -> None:
         """Drop caches when another process changed configuration (one stat per call)."""
-        if self.coord.changed():
+        scopes = self.coord.changed()
+        if "all" in scopes:
             self.clear_caches()
+        elif "tokens" in scopes:
+            self.tokens.clear()
 
     def clear_caches(self) -> None:
         self.indexes.clear()
@@ -242,10 +245,14 @@ class Runtime:
         self.conda.clear()
         self.tuf.clear()
 
-    def changed(self) -> None:
-        """Tell every process (this one included) that configuration changed."""
-        self.coord.bump()
-        self.clear_caches()
+    def changed(self, scope: str = "all") -> None:
+        """Tell every process (this one included) that configuration changed: ``"all"``, or
+        ``"tokens"`` when only a token was revoked (pages and policies stay cached)."""
+        self.coord.bump(scope)
+        if scope == "tokens":
+            self.tokens.clear()
+        else:
+            self.clear_caches()
 
     async def sync_vulndb(self, url: str | None = None) -> None:
         """The ``vulndb.sync`` job: download the feed and import it; a failure raises (the

@@ -557,7 +557,7 @@ async def api_token(request: Request) -> Response:
     runtime = rt(request)
     token = await _admin(request)
     rec = await runtime.tokens.revoke(request.path_params["token_id"], actor=token.id)
-    runtime.changed()
+    runtime.changed("tokens")
     return _json(rec.as_dict())
 
 
