@@ -318,6 +318,8 @@ _GATE_LITERALS: Final = (
     "eval(",
     "compile(",
     "chr(",
+    "getattr(",
+    "import_module(",
     "exec (",
     "eval (",
     "system(",
@@ -400,6 +402,9 @@ class _Gate:
                 prev = data[s - 1 : s]
                 if prev.isalnum() or prev == b"_":
                     continue  # solve_system(, filesystem(: not os.system
+            if tok in _WEAK_ANYWHERE:  # importlib.import_module( counts as well
+                weak = True
+                continue
             if tok in _WEAK_TOKENS:
                 # must be the builtin, not a method (re.compile(, model.eval()
                 prev = data[s - 1 : s] if s > 0 else b" "
@@ -416,10 +421,18 @@ class _Gate:
         return max(map(len, data.split(b"\n", 2000)), default=0) >= 2000
 
 
-_WEAK_TOKENS: Final = frozenset({b"exec(", b"eval(", b"compile(", b"exec (", b"eval (", b"chr("})
+_WEAK_TOKENS: Final = frozenset(
+    {b"exec(", b"eval(", b"compile(", b"exec (", b"eval (", b"chr(", b"getattr("}
+)
+_WEAK_ANYWHERE: Final = frozenset({b"import_module("})
+# With a weak token, a sign that a name is being hidden: a computed lookup, escapes, a
+# reversed string, short literals glued together ("sys" + "tem"), or the name of a process
+# or code runner as a string (getattr(os, "system")).
 _EXEC_HINTS: Final = re.compile(
     rb"__import__|globals\(\)|vars\(|\[::-1\]|\\x[0-9a-fA-F]{2}|\\[0-7]{3}|\bchr\("
-    rb"|bytes\(\["
+    rb"|bytes\(\[|[\"'][A-Za-z_]{1,12}[\"']\s*\+\s*[\"'][A-Za-z_]{1,12}[\"']"
+    rb"|[\"'](?:system|popen|Popen|spawn[lv]p?e?|exec[lv]p?e?|startfile|check_output"
+    rb"|getoutput|getstatusoutput|subprocess|posix|nt|builtins|__builtins__)[\"']"
 )
 GATE: Final = _Gate()
 _B64CHARS: Final = frozenset(
