@@ -152,10 +152,12 @@ class CondaService:
     # -- channels ------------------------------------------------------------------------------
 
     async def _subdir_map(self) -> dict[int, list[str]]:
-        if self._subdirs is None:
+        subdirs = self._subdirs
+        if subdirs is None:
             async with self._sessions() as s:
-                self._subdirs = await conda_repo.channel_subdirs(s)
-        return self._subdirs
+                subdirs = await conda_repo.channel_subdirs(s)
+            self._subdirs = subdirs  # (a clear() during the session's close must not leave None)
+        return subdirs
 
     async def as_channel(self, index: IndexInfo) -> CondaChannel:
         if not index.kind.is_conda:

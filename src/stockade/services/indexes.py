@@ -32,15 +32,23 @@ class IndexService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._cache: dict[str, IndexInfo] | None = None
+        self._generation = 0  # bumped by clear(): a load that straddles a clear is not kept
 
     def clear(self) -> None:
+        self._generation += 1
         self._cache = None
 
     async def _load(self) -> dict[str, IndexInfo]:
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
+            generation = self._generation
             async with self._sessions() as s:
-                self._cache = {i.name: i for i in await repo.list_indexes(s)}
-        return self._cache
+                cache = {i.name: i for i in await repo.list_indexes(s)}
+            # clear() while we awaited (closing the session awaits too): a change this read may
+            # have missed. Use what we read, keep it only if nothing changed meanwhile.
+            if generation == self._generation:
+                self._cache = cache
+        return cache
 
     async def get(self, name: str) -> IndexInfo:
         found = (await self._load()).get(name)
