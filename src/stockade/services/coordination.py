@@ -42,23 +42,44 @@ ALL: frozenset[str] = frozenset({"all"})
 
 
 class _Epochs:
-    """One epoch file per scope in ``run_dir`` (``epoch``, ``epoch-tokens``): a ``stat`` each
-    per request tells whether a process of this home changed something since."""
+    """The epoch file of a home (``run/epoch``): one ``stat`` per request tells whether a
+    process of this home changed something; only then is the file read, whose per-scope
+    counters (``all=N tokens=M``) say what. Writers take turns on ``run/epoch.lock``."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.files = {
-            scope: FileInvalidation(run_dir, "epoch" if scope == "all" else f"epoch-{scope}")
-            for scope in SCOPES
-        }
+        self.file = FileInvalidation(run_dir)
+        self.lock_path = run_dir / "epoch.lock"
+        self._seen = self._read()
+
+    def _read(self) -> dict[str, int]:
+        try:
+            text = self.file.path.read_text()
+        except OSError:
+            return {}
+        counts = {}
+        for part in text.split():
+            scope, _, n = part.partition("=")
+            if scope in SCOPES and n.isdigit():
+                counts[scope] = int(n)
+        return counts
 
     def bump(self, scope: str) -> None:
-        f = self.files[scope if scope in self.files else "all"]
-        f.bump()
-        f.changed()  # our own change: the caller already dropped its caches
+        scope = scope if scope in SCOPES else "all"
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            counts = self._read()
+            counts[scope] = counts.get(scope, 0) + 1
+            self.file.bump(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        self.file.changed()  # our own change: the caller already dropped its caches
+        self._seen = counts
 
     def changed(self) -> frozenset[str]:
-        got = [scope for scope, f in self.files.items() if f.changed()]
-        return frozenset(got) if got else NOTHING
+        if not self.file.changed():
+            return NOTHING
+        counts = self._read()
+        got = frozenset(s for s in SCOPES if counts.get(s, 0) != self._seen.get(s, 0))
+        self._seen = counts
+        return got or ALL  # rewritten without counters (an older release): assume everything
 
 
 POLL = 0.05  # seconds between attempts to take a lock held by someone else

@@ -27,9 +27,9 @@ class FileInvalidation:
             return (0, 0, 0)
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
-    def bump(self) -> None:
+    def bump(self, content: str | None = None) -> None:
         tmp = self.path.with_name(f".epoch.{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_hex(8))
+        tmp.write_text(content if content is not None else secrets.token_hex(8))
         os.replace(tmp, self.path)
 
     def changed(self) -> bool:
