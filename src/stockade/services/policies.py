@@ -152,6 +152,7 @@ def _request(row: PolicyRequestRow) -> AccessRequest:
     )
 
 
+@lru_cache(maxsize=65536)
 def parse_time(text: str | None) -> datetime | None:
     """An ISO 8601 upload-time as published (``Z`` or an offset); None when unreadable."""
     if not text:
@@ -484,21 +485,25 @@ class PolicyService:
         found = await self._vulns.policy_hits("PyPI", page.name, versions)
         by_version: dict[str, tuple[VulnFact, ...]] = {}
         malicious: dict[str, tuple[FindingFact, ...]] = {}
+        split: dict[int, tuple[tuple[VulnFact, ...], tuple[FindingFact, ...]]] = {}
         for v in versions:
             hits = found.get(v, ())
-            by_version[v] = tuple(
-                h.fact for h in hits if not h.fact.id.startswith(MALICIOUS_PREFIX)
-            )
-            malicious[v] = tuple(
-                FindingFact(
-                    "known-malicious-feed",
-                    "critical",
-                    "malicious",
-                    f"{h.fact.id}: {h.summary or ''}",
+            pair = split.get(id(hits))  # versions of one range share their hits tuple
+            if pair is None:
+                pair = split[id(hits)] = (
+                    tuple(h.fact for h in hits if not h.fact.id.startswith(MALICIOUS_PREFIX)),
+                    tuple(
+                        FindingFact(
+                            "known-malicious-feed",
+                            "critical",
+                            "malicious",
+                            f"{h.fact.id}: {h.summary or ''}",
+                        )
+                        for h in hits
+                        if h.fact.id.startswith(MALICIOUS_PREFIX) and h.fact.status == "affected"
+                    ),
                 )
-                for h in hits
-                if h.fact.id.startswith(MALICIOUS_PREFIX) and h.fact.status == "affected"
-            )
+            by_version[v], malicious[v] = pair
         meta = (
             await self._metadata.learn(page)
             if self._metadata is not None and policy.needs_metadata

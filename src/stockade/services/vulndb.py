@@ -740,10 +740,15 @@ class VulnDB:
                     hit = shared[key] = PolicyHit(fact, m.summary)
                 found[i].append(hit)
         out: dict[str, tuple[PolicyHit, ...]] = {}
+        done: dict[tuple[int, ...], tuple[PolicyHit, ...]] = {}  # versions of one range agree
         for version, hits in zip(ordered, found, strict=True):
-            if len(hits) > 1:
-                hits.sort(key=lambda h: (-(h.fact.score or 0.0), h.fact.id))
-            out[version] = tuple(hits)
+            same = tuple(map(id, hits))
+            got = done.get(same)
+            if got is None:
+                if len(hits) > 1:
+                    hits.sort(key=lambda h: (-(h.fact.score or 0.0), h.fact.id))
+                got = done[same] = tuple(hits)
+            out[version] = got
         return out
 
     def _matches(
