@@ -17,6 +17,8 @@ import contextlib
 import hashlib
 import logging
 import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -304,7 +306,9 @@ class ThreatService:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent,
             )
         return self._pool
 
@@ -322,6 +326,21 @@ class ThreatService:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await asyncio.to_thread(_stop_pool, pool)
+
+
+def _die_with_parent() -> None:
+    """In a scanner worker: end when the server process ends, even by SIGKILL (an orphaned
+    worker would otherwise live on). Linux only; elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the call: nobody will signal us
+        os._exit(0)
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
