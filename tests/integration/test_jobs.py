@@ -7,20 +7,16 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.builders import build_wheel
 from tests.conftest import (
-    PG_ADMIN_URL,
     STOCKADE,
     Server,
-    _drop_pg_db,
-    _make_pg_db,
     client_env,
     make_server,
 )
@@ -54,17 +50,6 @@ def upload(srv: Server, tmp_path: Path, name: str) -> str:
         )
         assert r.status_code == 200, r.text
     return hashlib.sha256(wheel.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def pg_url(pg_status: str | None) -> Iterator[str]:
-    if pg_status is not None:
-        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {pg_status}")
-    name, url = _make_pg_db()
-    try:
-        yield url
-    finally:
-        _drop_pg_db(name)
 
 
 def test_a_crashing_job_is_retried_then_listed_failed_with_its_error(
