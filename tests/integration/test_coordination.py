@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from stockade.services.coordination import LocalCoordination, PgCoordination, hold
+from tests.cluster import start_servers
 from tests.conftest import Server, UpstreamSet, make_server
 
 PG_ONLY = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -116,32 +117,16 @@ def test_pg_lock_dies_with_its_process(tmp_path: Path, db_url: str) -> None:
 # -- real servers ------------------------------------------------------------------------------
 
 
-def _second_server(first: Server, home: Path, **settings: str) -> Server:
-    """Another server on the same database (a second machine): own home, own caches."""
-    home.mkdir(parents=True)
-    env = dict(first.env, STOCKADE_HOME=str(home))
-    env.update({f"STOCKADE_{k.upper()}": v for k, v in settings.items()})
-    srv = Server(home=home, db_url=first.db_url, env=env)
-    srv.cli("init", "--no-default-indexes")  # its config file; the database is initialised
-    srv.admin_token = first.admin_token
-    srv.start()
-    return srv
-
-
 @pytest.fixture
 def pair(tmp_path: Path, db_url: str, upstream: UpstreamSet) -> Iterator[tuple[Server, Server]]:
-    shared = tmp_path / "blobs"
-    keys = str(tmp_path / "keys")
-    a = make_server(tmp_path / "a", db_url, storage_url=f"file://{shared}", keys_dir=keys)
-    b = None
+    """Two servers sharing only the database, blob folder and keys (two machines)."""
+    a, b = start_servers(tmp_path, db_url, 2)
     try:
         a.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
-        b = _second_server(a, tmp_path / "b", storage_url=f"file://{shared}", keys_dir=keys)
         yield a, b
     finally:
         a.stop()
-        if b is not None:
-            b.stop()
+        b.stop()
 
 
 @PG_ONLY
@@ -174,20 +159,24 @@ def _fetch_all(servers: list[Server], token: str, path: str, n: int) -> list[byt
         return list(pool.map(get, range(n)))
 
 
+def _fetched_upstream_once(servers: list[Server], upstream: UpstreamSet, wheel: Path) -> None:
+    """Eight concurrent first requests for a slow file, spread over ``servers``: all get it
+    whole, and it was fetched from the upstream once."""
+    token = servers[0].token("up")
+    for srv in servers:
+        with srv.http(token) as c:
+            assert c.get("/pypi/up/simple/alpha/").status_code == 200
+    upstream.upstream.slow(wheel.name, 1.0)
+    bodies = _fetch_all(servers, token, f"/pypi/up/files/alpha/{wheel.name}", 8)
+    assert all(body == wheel.read_bytes() for body in bodies)
+    assert upstream.upstream.count("/files/" + wheel.name) == 1
+
+
 @PG_ONLY
 def test_two_servers_fetch_a_file_upstream_once(
     pair: tuple[Server, Server], upstream: UpstreamSet
 ) -> None:
-    a, b = pair
-    token = a.token("up")
-    wheel = upstream.files["alpha-1.0"]
-    for srv in (a, b):
-        with srv.http(token) as c:
-            assert c.get("/pypi/up/simple/alpha/").status_code == 200
-    upstream.upstream.slow(wheel.name, 1.0)
-    bodies = _fetch_all([a, b], token, f"/pypi/up/files/alpha/{wheel.name}", 8)
-    assert all(body == wheel.read_bytes() for body in bodies)
-    assert upstream.upstream.count("/files/" + wheel.name) == 1
+    _fetched_upstream_once(list(pair), upstream, upstream.files["alpha-1.0"])
 
 
 def test_processes_of_one_home_fetch_a_file_upstream_once(
@@ -200,15 +189,7 @@ def test_processes_of_one_home_fetch_a_file_upstream_once(
     try:
         a.cli("index", "create", "up", "--mirror", upstream.upstream.simple_url)
         b.start()
-        token = a.token("up")
-        wheel = upstream.files["alpha-1.1"]
-        for srv in (a, b):
-            with srv.http(token) as c:
-                assert c.get("/pypi/up/simple/alpha/").status_code == 200
-        upstream.upstream.slow(wheel.name, 1.0)
-        bodies = _fetch_all([a, b], token, f"/pypi/up/files/alpha/{wheel.name}", 8)
-        assert all(body == wheel.read_bytes() for body in bodies)
-        assert upstream.upstream.count("/files/" + wheel.name) == 1
+        _fetched_upstream_once([a, b], upstream, upstream.files["alpha-1.1"])
     finally:
         a.stop()
         b.stop()

@@ -228,11 +228,7 @@ class Runtime:
 
     def check_invalidation(self) -> None:
         """Drop caches when another process changed configuration (one stat per call)."""
-        scopes = self.coord.changed()
-        if "all" in scopes:
-            self.clear_caches()
-        elif "tokens" in scopes:
-            self.tokens.clear()
+        self._drop(self.coord.changed())
 
     def clear_caches(self) -> None:
         self.indexes.clear()
@@ -249,9 +245,13 @@ class Runtime:
         """Tell every process (this one included) that configuration changed: ``"all"``, or
         ``"tokens"`` when only a token was revoked (pages and policies stay cached)."""
         self.coord.bump(scope)
-        if scope == "tokens":
+        self._drop(frozenset({scope}))
+
+    def _drop(self, scopes: frozenset[str]) -> None:
+        """Drop the caches a change of ``scopes`` touches (see coordination.SCOPES)."""
+        if "tokens" in scopes and len(scopes) == 1:
             self.tokens.clear()
-        else:
+        elif scopes:
             self.clear_caches()
 
     async def sync_vulndb(self, url: str | None = None) -> None:

@@ -21,10 +21,12 @@ class DigestMismatch(StockadeError):
     """Committed content does not hash to the requested key."""
 
 
-class LocalWriter:
-    def __init__(self, store: LocalBlobStore) -> None:
-        self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-", suffix=".part")
+class TempBlobWriter:
+    """A blob being written to a temporary file in ``tmp_dir``, hashed as it grows; each store
+    says in ``commit`` how it is published. ``verify`` is the check every commit starts with."""
+
+    def __init__(self, tmp_dir: Path, prefix: str) -> None:
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix, suffix=".part")
         self._file = os.fdopen(fd, "wb")
         self._path = Path(name)
         self._hash = hashlib.sha256()
@@ -48,10 +50,26 @@ class LocalWriter:
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
-    def commit(self, sha256: str) -> None:
+    def verify(self, sha256: str) -> None:
+        """Raise (and discard the buffer) unless the content hashes to ``sha256``."""
         if self.hexdigest() != sha256:
             self.abort()
             raise DigestMismatch(f"content hashes to {self.hexdigest()}, not {sha256}")
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        self._path.unlink(missing_ok=True)
+
+
+class LocalWriter(TempBlobWriter):
+    def __init__(self, store: LocalBlobStore) -> None:
+        super().__init__(store.tmp_dir, "up-")
+        self._store = store
+
+    def commit(self, sha256: str) -> None:
+        self.verify(sha256)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -59,12 +77,6 @@ class LocalWriter:
         dest = self._store.path_for(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path, dest)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._file.close()
-            self._closed = True
-        self._path.unlink(missing_ok=True)
 
 
 class LocalBlobStore:

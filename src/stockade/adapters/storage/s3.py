@@ -35,7 +35,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from stockade.adapters.storage.local import DigestMismatch
+from stockade.adapters.storage.local import DigestMismatch, TempBlobWriter
 from stockade.errors import BlobMissing, ConfigError, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -86,53 +86,23 @@ class S3Config:
         return f"{place} at {self.endpoint_url}" if self.endpoint_url else place
 
 
-class S3Writer:
+class S3Writer(TempBlobWriter):
     """Buffers to a local temporary file; ``commit`` verifies the digest, then uploads."""
 
     def __init__(self, store: S3BlobStore) -> None:
+        super().__init__(store.tmp_dir, "s3-")
         self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="s3-", suffix=".part")
-        self._file = os.fdopen(fd, "wb")
-        self._path = Path(name)
-        self._hash = hashlib.sha256()
-        self._size = 0
-        self._closed = False
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._file.flush()
-        self._hash.update(data)
-        self._size += len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
 
     def commit(self, sha256: str) -> None:
         """Verify, upload, remove the local copy. Blocks for the upload: from async code, run
         it in a thread. On failure nothing is visible under the key and the buffer is gone."""
-        if self.hexdigest() != sha256:
-            self.abort()
-            raise DigestMismatch(f"content hashes to {self.hexdigest()}, not {sha256}")
+        self.verify(sha256)
         self._file.close()
         self._closed = True
         try:
             self._store.upload_file(self._path, sha256, self._size)
         finally:
             self._path.unlink(missing_ok=True)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._file.close()
-            self._closed = True
-        self._path.unlink(missing_ok=True)
 
 
 class S3BlobStore:
