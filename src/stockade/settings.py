@@ -100,6 +100,9 @@ class Settings:
     job_retries: int = 3
     job_retry_wait: float = 10.0
     job_keep_days: int = 7
+    # Audit retention: events older than this many days are archived daily to storage as
+    # signed segments (`stockade audit segments`); 0 keeps every event in the database.
+    audit_retention_days: int = 0
     log_level: str = "info"
     access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -170,6 +173,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             "job_concurrency",
             "job_retries",
             "job_keep_days",
+            "audit_retention_days",
         ):
             out[key] = int(value)
         elif key in ("upstream_timeout", "fetch_wait", "job_retry_wait"):

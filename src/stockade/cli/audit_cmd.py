@@ -1,9 +1,12 @@
-"""``stockade audit …``: the tamper-evident audit log (list, export, verify, checkpoint)."""
+"""``stockade audit …``: the tamper-evident audit log (list, export, verify, checkpoint,
+archive, segments)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -12,8 +15,11 @@ import typer
 
 from stockade.cli.common import JsonOpt, print_json, print_table, run
 from stockade.core.auditchain import VerifyReport
-from stockade.core.auth import parse_when
+from stockade.core.auth import parse_duration, parse_when
+from stockade.errors import InvalidRequest
 from stockade.services.audit import query_events
+from stockade.services.audit_archive import SegmentError
+from stockade.services.repo import utcnow
 from stockade.services.runtime import Runtime
 
 app = typer.Typer(
@@ -110,6 +116,20 @@ EXPORT_COLUMNS = (
 )
 
 
+async def _events(r: Runtime, archived: bool, f: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    if archived and r.audit.archive is not None:
+        try:
+            async for e in r.audit.archive.events(**f):
+                yield e
+        except SegmentError as exc:
+            raise InvalidRequest(
+                f"cannot read an archived audit segment: {exc}",
+                "run `stockade audit verify` to see which one",
+            ) from None
+    async for e in query_events(r.sessions, **f):
+        yield e
+
+
 @app.command("export")
 def export(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl, json or csv"),
@@ -122,6 +142,12 @@ def export(
     project: str = ProjectOpt,
     action: str = ActionOpt,
     outcome: str = OutcomeOpt,
+    archived: bool = typer.Option(
+        False,
+        "--archived",
+        help="Also read the segments retention archived to storage (oldest first, before "
+        'the events still in the database; each marked "archived": true).',
+    ),
 ) -> None:
     """Every matching event, oldest first, as JSON lines, one JSON array or CSV (streamed)."""
     if fmt not in ("jsonl", "json", "csv"):
@@ -139,7 +165,7 @@ def export(
                 writer.writerow(EXPORT_COLUMNS)
             if fmt == "json":
                 out.write("[")
-            async for e in query_events(r.sessions, **f):
+            async for e in _events(r, archived, f):
                 if writer is not None:
                     row = [e[c] for c in EXPORT_COLUMNS]
                     row[EXPORT_COLUMNS.index("detail")] = orjson.dumps(e["detail"]).decode()
@@ -162,19 +188,32 @@ def export(
 
 
 @app.command("verify")
-def verify(json: bool = JsonOpt) -> None:
-    """Check the hash chain and the signed checkpoints: names the first edited, deleted or
-    moved event. Exit status 1 when the chain is broken."""
+def verify(
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Do not read archived segments back from storage (their signatures are still "
+        "checked, and the database's chain against their ends).",
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Check the hash chain and the signed checkpoints, archived segments included: names the
+    first edited, deleted or moved event. Exit status 1 when the chain is broken."""
 
     async def go(r: Runtime) -> VerifyReport:
-        return await r.audit.verify()
+        return await r.audit.verify(read_archives=not quick)
 
     report = run(go)
     if json:
         print_json(report.as_dict())
     elif report.ok:
+        archived = (
+            f" + {report.archived_events} archived in {report.segments_ok} segment(s)"
+            if report.segments
+            else ""
+        )
         typer.echo(
-            f"audit chain intact: {report.events} events (seq 1-{report.last_seq}), "
+            f"audit chain intact: {report.events} events{archived} (seq 1-{report.last_seq}), "
             f"{report.checkpoints_ok}/{report.checkpoints} signed checkpoints verified"
         )
     else:
@@ -245,5 +284,95 @@ def affected(
                 ", ".join(d["fixed_in"]) or "no fix yet",
             ]
             for d in rows
+        ],
+    )
+
+
+@app.command("archive")
+def archive(
+    older_than: str = typer.Option(
+        None,
+        "--older-than",
+        help="Archive events older than this (365d, 12w…); default: the audit_retention_days "
+        "setting.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would move; move nothing."),
+    json: bool = JsonOpt,
+) -> None:
+    """Move old audit events from the database to storage as signed segments (retention; the
+    server also does it daily when audit_retention_days is set). The chain over them is
+    checked first: a broken chain is never archived. `audit verify` reads segments back."""
+
+    async def go(r: Runtime) -> dict[str, Any]:
+        if older_than is not None:
+            age = parse_duration(older_than)
+        elif r.settings.audit_retention_days > 0:
+            age = timedelta(days=r.settings.audit_retention_days)
+        else:
+            raise InvalidRequest(
+                "no retention period: audit_retention_days is 0 (keep everything)",
+                "give --older-than 365d, or set audit_retention_days in stockade.toml",
+            )
+        before = utcnow() - age
+        assert r.audit.archive is not None
+        if dry_run:
+            await r.audit.flush()
+            return {"before": before.isoformat(), "dry_run": True} | await r.audit.archive.pending(
+                before
+            )
+        made = await r.audit.archive.archive(before, actor="cli")
+        return {"before": before.isoformat(), "segments": [seg.as_dict() for seg in made]}
+
+    got = run(go)
+    if json:
+        print_json(got)
+    elif got.get("dry_run"):
+        if got["events"]:
+            typer.echo(
+                f"would archive {got['events']} events (seq {got['first_seq']}-"
+                f"{got['last_seq']}) written before {got['before'][:19]}"
+            )
+        else:
+            typer.echo(f"nothing to archive: no event before {got['before'][:19]} is left")
+    elif not got["segments"]:
+        typer.echo(f"nothing to archive: no event before {got['before'][:19]} is left")
+    else:
+        for seg in got["segments"]:
+            typer.echo(
+                f"archived seq {seg['first_seq']}-{seg['last_seq']} ({seg['events']} events, "
+                f"{seg['size']} bytes) to blob {seg['blob_sha256']}"
+            )
+
+
+@app.command("segments")
+def segments(json: bool = JsonOpt) -> None:
+    """Audit segments archived to storage, oldest first (read them with
+    `audit export --archived`; `audit verify` checks them)."""
+
+    async def go(r: Runtime) -> list[dict[str, Any]]:
+        assert r.audit.archive is not None
+        return [seg.as_dict() for seg in await r.audit.archive.segments()]
+
+    rows = run(go)
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no archived segments: every audit event is in the database")
+        return
+    print_table(
+        "Archived audit segments",
+        ["seq", "events", "from", "to", "bytes", "blob", "archived"],
+        [
+            [
+                f"{x['first_seq']}-{x['last_seq']}",
+                x["events"],
+                x["first_at"][:19],
+                x["last_at"][:19],
+                x["size"],
+                x["blob_sha256"][:16],
+                x["archived_at"][:19],
+            ]
+            for x in rows
         ],
     )

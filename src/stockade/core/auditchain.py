@@ -109,6 +109,9 @@ class VerifyReport:
     last_hash: str = GENESIS
     checkpoints: int = 0
     checkpoints_ok: int = 0
+    segments: int = 0  # archived segments (retention), each checked on its own
+    segments_ok: int = 0
+    archived_events: int = 0
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -123,6 +126,9 @@ class VerifyReport:
             "last_hash": self.last_hash,
             "checkpoints": self.checkpoints,
             "checkpoints_verified": self.checkpoints_ok,
+            "archived_segments": self.segments,
+            "archived_segments_verified": self.segments_ok,
+            "archived_events": self.archived_events,
             "first_break": self.breaks[0].as_dict() if self.breaks else None,
             "breaks": [b.as_dict() for b in self.breaks[:100]],
         }
@@ -134,14 +140,24 @@ def verify_chain(
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     *,
     max_breaks: int = 100,
+    start: tuple[int, str] = (0, GENESIS),
+    known_hashes: Mapping[int, str] | None = None,
+    report: VerifyReport | None = None,
 ) -> VerifyReport:
     """Walk ``events`` in ``seq`` order (then id) and report every place the chain breaks,
     then check each checkpoint's signature (with ``public_keys`` by key id) and that the event
-    at its ``seq`` still has the hash it signed."""
-    report = VerifyReport()
-    prev = GENESIS
-    expected = 1
-    hashes: dict[int, str] = {}
+    at its ``seq`` still has the hash it signed.
+
+    ``start`` is the (seq, hash) the events follow: an archived segment's end when older
+    events were archived (:func:`verify_chain` of each segment checks those); checkpoints at or
+    before it are checked against ``known_hashes`` (the archived events' hashes at their
+    seqs). ``report`` collects into an existing report (segments, then the database)."""
+    report = report if report is not None else VerifyReport()
+    prev = start[1]
+    expected = start[0] + 1
+    if start[0] > report.last_seq:
+        report.last_seq, report.last_hash = start
+    hashes: dict[int, str] = dict(known_hashes or {})
 
     def broken(seq: int | None, ident: int | None, problem: str) -> None:
         if len(report.breaks) < max_breaks:
@@ -188,6 +204,14 @@ def verify_chain(
                 None,
                 f"checkpoint #{cp.id} covers seq {cp.seq} but the chain ends at "
                 f"{report.last_seq} (events cut from the end)",
+            )
+            continue
+        if cp.seq not in hashes:
+            broken(
+                cp.seq,
+                None,
+                f"seq {cp.seq}, signed by checkpoint #{cp.id}, is missing (deleted, or its "
+                "archived segment was removed?)",
             )
             continue
         if hashes.get(cp.seq) != cp.hash:

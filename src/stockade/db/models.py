@@ -172,6 +172,31 @@ class AuditCheckpointRow(Base):
     signature: Mapped[str] = mapped_column(String(256))
 
 
+class AuditSegmentRow(Base):
+    """A run of old audit events moved out of the database into storage (retention): a gzip'd
+    JSON-lines blob holding every field the chain hashes, with a checkpoint signed over its last
+    event. Segments follow each other without gaps; the database's chain continues after the
+    newest one."""
+
+    __tablename__ = "audit_segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    first_seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), unique=True
+    )
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str] = mapped_column(String(64))  # the hash before first_seq
+    last_hash: Mapped[str] = mapped_column(String(64))
+    events: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(256))  # checkpoint over (last_seq, last_hash)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AdvisoryRow(Base):
     """One OSV advisory, from the feed or added by an admin (source "local")."""
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -40,6 +40,9 @@ from stockade.core.auditchain import (
 from stockade.db.models import AuditChainRow, AuditCheckpointRow, AuditRow
 from stockade.errors import InvalidRequest
 from stockade.services import repo
+
+if TYPE_CHECKING:
+    from stockade.services.audit_archive import AuditArchive
 
 log = logging.getLogger("stockade.audit")
 
@@ -89,6 +92,8 @@ class AuditLog:
         self._flush_every = flush_every
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Where retention moves old segments (services/audit_archive.py; set by the Runtime).
+        self.archive: AuditArchive | None = None
 
     def record(
         self,
@@ -194,7 +199,7 @@ class AuditLog:
         at = repo.aware(last.at) or now
         return seq - last.seq >= CHECKPOINT_EVERY or now - at >= CHECKPOINT_AGE
 
-    def _signing_key(self) -> Ed25519PrivateKey:
+    def signing_key(self) -> Ed25519PrivateKey:
         if self._key is None:
             if self._key_path is None:
                 raise InvalidRequest("no audit key configured", "run through `stockade`")
@@ -203,7 +208,7 @@ class AuditLog:
 
     async def checkpoint(self) -> Checkpoint | None:
         """Sign the chain's head now (None when the chain is empty or already signed there)."""
-        key = self._signing_key()
+        key = self.signing_key()
         async with self._sessions() as s, s.begin():
             head = (
                 await s.execute(select(AuditChainRow).where(AuditChainRow.id == 1))
@@ -225,17 +230,31 @@ class AuditLog:
             await s.flush()
             return _checkpoint(row)
 
-    async def verify(self) -> VerifyReport:
-        """Walk the whole chain and every checkpoint (streamed in batches)."""
+    async def verify(self, *, read_archives: bool = True) -> VerifyReport:
+        """Walk the whole chain and every checkpoint (streamed in batches): the archived
+        segments first when there is an archive (``read_archives=False``: their rows and
+        signatures, not their blobs), then the events still in the database."""
+        archive = self.archive
         keys = {}
         if self._key_path is not None and self._key_path.exists():
-            public = self._signing_key().public_key()
+            public = self.signing_key().public_key()
             keys[key_id(public)] = public
         async with self._sessions() as s:
             q = select(AuditCheckpointRow).order_by(AuditCheckpointRow.id)
             checkpoints = [_checkpoint(r) for r in (await s.execute(q)).scalars()]
+        report = VerifyReport()
+        start: tuple[int, str] = (0, GENESIS)
+        known: dict[int, str] = {}
+        if archive is not None:
+            start, known = await archive.verify(
+                report, keys, want={c.seq for c in checkpoints}, read=read_archives
+            )
+            if not read_archives:  # only the segments' ends are known: check what can be
+                checkpoints = [c for c in checkpoints if c.seq > start[0] or c.seq in known]
         events = [e async for e in self._chain_events()]
-        return verify_chain(events, checkpoints, keys)
+        return verify_chain(
+            events, checkpoints, keys, start=start, known_hashes=known, report=report
+        )
 
     async def _chain_events(self, batch: int = 5000) -> AsyncIterator[ChainEvent]:
         last: tuple[int, int] = (-1, -1)  # (seq or -1 for unchained, id)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from stockade.adapters.storage import open_store
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
+from stockade.services.audit_archive import AuditArchive
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
 from stockade.services.console import SESSION_TTL, ConsoleService
@@ -32,6 +34,7 @@ from stockade.services.jobs import JobQueue, Periodic, Task, make_queue
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
+from stockade.services.repo import utcnow
 from stockade.services.teams import TeamService
 from stockade.services.threats import ThreatService
 from stockade.services.tokens import TokenService
@@ -41,6 +44,7 @@ from stockade.services.vulndb import Curation, VulnDB
 from stockade.settings import Settings
 
 log = logging.getLogger("stockade.runtime")
+AUDIT_ARCHIVE_EVERY = 86400  # seconds between retention runs (audit_retention_days > 0)
 
 
 class Runtime:
@@ -52,6 +56,7 @@ class Runtime:
         self.coord = open_coordination(settings.database_url, settings.run_dir)
         self.http: httpx.AsyncClient = make_client(settings.upstream_timeout, settings.ca_bundle)
         self.audit = AuditLog(self.sessions, key_path=settings.key_dir / "audit-ed25519.pem")
+        self.audit.archive = AuditArchive(self.audit, self.sessions, self.store)
         self.indexes = IndexService(self.sessions)
         self.tokens = TokenService(self.sessions, self.indexes, self.audit)
         self.teams = TeamService(self.sessions, self.indexes, self.audit, self.changed)
@@ -139,6 +144,7 @@ class Runtime:
             Task("scan", job(self._scan_job), "scans", lambda a: f"scan:{a['sha256']}"),
             Task("vulndb.sync", job(self.sync_vulndb), lock=lambda a: "vulndb.sync"),
             Task("envs.reevaluate", job(self._reevaluate_job)),
+            Task("audit.archive", job(self.archive_audit), lock=lambda a: "audit.archive"),
             Task(
                 "tuf.refresh",
                 job(self._tuf_job),
@@ -155,7 +161,19 @@ class Runtime:
             out.append(Periodic("vulndb.sync", self.settings.vulndb_sync_interval))
         if self.settings.tuf_refresh_interval > 0:
             out.append(Periodic("tuf.refresh", self.settings.tuf_refresh_interval))
+        if self.settings.audit_retention_days > 0:
+            out.append(Periodic("audit.archive", AUDIT_ARCHIVE_EVERY))
         return out
+
+    async def archive_audit(self) -> None:
+        """Retention (``audit_retention_days``): move audit events older than that from the
+        database to storage, as signed segments (services/audit_archive.py)."""
+        days = self.settings.audit_retention_days
+        if days > 0 and self.audit.archive is not None:
+            before = utcnow() - timedelta(days=days)
+            made = await self.audit.archive.archive(before)
+            if made:
+                log.info("audit retention: archived %d segment(s)", len(made))
 
     async def _scan_job(self, sha256: str, filename: str) -> None:
         await self.threats.ensure(sha256, filename)
@@ -192,6 +210,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._prune_jobs(), name="jobs-prune"))
             if self.settings.vulndb_sync_interval > 0:
                 self._tasks.append(asyncio.create_task(self._sync_loop(), name="vulndb-sync"))
+            if self.settings.audit_retention_days > 0:
+                self._tasks.append(asyncio.create_task(self._archive_loop(), name="audit-archive"))
         elif self.settings.job_worker if worker is None else worker:
             self.jobs.start_worker()
 
@@ -202,6 +222,17 @@ class Runtime:
         while True:
             await self.jobs.prune()
             await asyncio.sleep(86400)
+
+    async def _archive_loop(self) -> None:
+        """In-process queue: audit retention once at start and then daily, as a job; the
+        ``audit.archive`` lock keeps processes from archiving at once (a race is harmless
+        anyway: segments are unique by their first seq)."""
+        while True:
+            try:
+                await self.jobs.defer("audit.archive", background=True)
+            except Exception:
+                log.exception("audit retention: cannot queue the archive job")
+            await asyncio.sleep(AUDIT_ARCHIVE_EVERY)
 
     async def _sync_loop(self) -> None:
         """In-process queue: sync the vulnerability feed every ``vulndb_sync_interval`` seconds

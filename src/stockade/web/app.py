@@ -649,6 +649,13 @@ async def api_audit_verify(request: Request) -> Response:
     return _json((await runtime.audit.verify()).as_dict())
 
 
+async def api_audit_segments(request: Request) -> Response:
+    """Audit segments archived to storage by retention, oldest first."""
+    await _admin(request)
+    archive = rt(request).audit.archive
+    return _json([seg.as_dict() for seg in (await archive.segments() if archive else [])])
+
+
 async def api_report_ssdf(request: Request) -> Response:
     """NIST SSDF evidence for ?from=&to= (dates or durations back; default the last 30 days),
     as JSON or, with ?format=html, a page."""
@@ -1170,6 +1177,7 @@ def create_app(settings: Settings) -> Any:
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
+        Route("/api/v1/audit/segments", api_audit_segments),
         Route("/api/v1/jobs", api_jobs),
         Route("/api/v1/envs", api_envs),
         Route("/api/v1/envs/{team}/{name}", api_env, methods=["GET", "POST"]),

@@ -133,7 +133,10 @@ class LocalBlobStore:
         return sha
 
     def read_bytes(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+        try:
+            return self.path_for(sha256).read_bytes()
+        except FileNotFoundError:  # as the S3 store does: the protocol's BlobMissing
+            raise BlobMissing(f"blob {sha256} is not in the local store {self.root}") from None
 
     def size(self, sha256: str) -> int:
         return self.path_for(sha256).stat().st_size
