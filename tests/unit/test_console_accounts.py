@@ -1,11 +1,18 @@
-"""Console passwords and the failed-login limiter (services/console.py)."""
+"""Console passwords and the failed-login limiter (services/console.py; the limiter on
+SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import select
+
+from stockade.db.engine import make_async_engine, make_sessionmaker, upgrade
+from stockade.db.models import ConsoleLoginFailureRow
 from stockade.errors import InvalidRequest
-from stockade.services import console
+from stockade.services import repo
 from stockade.services.console import (
     LoginLimiter,
     TooManyAttempts,
@@ -34,23 +41,41 @@ def test_names_and_passwords_are_checked() -> None:
         check_new_password("short")
 
 
-def test_limiter_counts_per_user_and_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
-    lim = LoginLimiter(per_user=3, per_client=5, window=60)
-    for _ in range(3):
-        lim.check("alice", "10.0.0.1")
-        lim.failed("alice", "10.0.0.1")
-    with pytest.raises(TooManyAttempts) as exc:
-        lim.check("alice", "10.0.0.9")  # the user is locked whatever the address
-    assert exc.value.http_status == 429
-    lim.check("bob", "10.0.0.1")  # 3 failures from this client: under its limit
-    lim.failed("bob", "10.0.0.1")
-    lim.failed("carol", "10.0.0.1")
-    with pytest.raises(TooManyAttempts):
-        lim.check("dave", "10.0.0.1")  # 5 from one client
-    now[0] += 61  # the window passes
-    lim.check("alice", "10.0.0.1")
-    lim.failed("bob", "10.0.0.2")
-    lim.succeeded("bob")
-    lim.check("bob", "10.0.0.2")
+def test_limiter_counts_per_user_and_client_across_processes(
+    monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """Two limiters on one database (two server processes) share the counts."""
+    upgrade(db_url)
+    now = [repo.utcnow()]
+    monkeypatch.setattr(repo, "utcnow", lambda: now[0])
+
+    async def go() -> None:
+        engines = [make_async_engine(db_url) for _ in range(2)]
+        a, b = (
+            LoginLimiter(make_sessionmaker(e), per_user=3, per_client=5, window=60) for e in engines
+        )
+        try:
+            for lim in (a, b, a):  # the failures land in different processes
+                await lim.check("alice", "10.0.0.1")
+                await lim.failed("alice", "10.0.0.1")
+            with pytest.raises(TooManyAttempts) as exc:
+                await b.check("alice", "10.0.0.9")  # the user is locked whatever the address
+            assert exc.value.http_status == 429
+            await a.check("bob", "10.0.0.1")  # 3 failures from this client: under its limit
+            await b.failed("bob", "10.0.0.1")
+            await a.failed("carol", "10.0.0.1")
+            with pytest.raises(TooManyAttempts):
+                await b.check("dave", "10.0.0.1")  # 5 from one client
+            now[0] += timedelta(seconds=61)  # the window passes
+            await a.check("alice", "10.0.0.1")
+            await a.failed("bob", "10.0.0.2")  # also deletes the rows older than the window
+            await b.succeeded("bob")
+            await a.check("bob", "10.0.0.2")
+            async with make_sessionmaker(engines[0])() as s:
+                keys = (await s.execute(select(ConsoleLoginFailureRow.key))).scalars()
+                assert sorted(keys) == ["c:10.0.0.2"]
+        finally:
+            for e in engines:
+                await e.dispose()
+
+    asyncio.run(go())

@@ -504,6 +504,18 @@ class ConsoleSessionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ConsoleLoginFailureRow(Base):
+    """One failed console login, counted per key (``u:<user>`` and ``c:<address>``) in a
+    sliding window by every server process (services/console.py ``LoginLimiter``)."""
+
+    __tablename__ = "console_login_failures"
+    __table_args__ = (Index("ix_console_login_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class EnvironmentRow(Base):
     """A team's named environment (TEAM/NAME); its versions are immutable lock files."""
 

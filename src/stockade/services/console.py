@@ -6,8 +6,8 @@ Passwords are hashed with ``hashlib.scrypt`` (RFC 7914; n=2**14, r=8, p=1, 16-by
 ``scrypt$n$r$p$<salt b64>$<key b64>`` so the cost can be raised later without breaking old
 hashes. A session is a random secret in an HttpOnly cookie; the database keeps only its sha256,
 the user, a per-session CSRF token and the expiry. Failed logins are counted per user name and
-per client address in this process (``LoginLimiter``): with several worker processes each
-keeps its own count, so the effective limit is that many times higher.
+per client address in the database (``LoginLimiter``), so several server processes share one
+limit.
 
 Every change is an audit event whose actor is ``console:<username>``.
 """
@@ -19,8 +19,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,7 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stockade.db.models import ConsoleSessionRow, ConsoleUserRow
+from stockade.db.models import ConsoleLoginFailureRow, ConsoleSessionRow, ConsoleUserRow
 from stockade.errors import AuthError, Conflict, InvalidRequest, NotFound, StockadeError
 from stockade.services import repo
 from stockade.services.audit import AuditLog
@@ -142,44 +140,63 @@ def _key(secret: str) -> str:
 
 
 class LoginLimiter:
-    """Failed logins in a sliding window, per user name and per client address."""
+    """Failed logins in a sliding window, per user name and per client address, counted in
+    the database (``console_login_failures``) so that every server process shares the limit;
+    rows older than the window are deleted as new failures come."""
 
     def __init__(
-        self, per_user: int = 5, per_client: int = 20, window: float = 900.0, cap: int = 10_000
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        per_user: int = 5,
+        per_client: int = 20,
+        window: float = 900.0,
     ) -> None:
-        self.per_user, self.per_client, self.window, self._cap = per_user, per_client, window, cap
-        self._fails: dict[str, deque[float]] = {}
+        self._sessions = sessions
+        self.per_user, self.per_client, self.window = per_user, per_client, window
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._fails.get(key)
-        if q is None:
-            return deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self._fails[key]
-        return q
+    @staticmethod
+    def _keys(username: str, client: str | None) -> tuple[str, str]:
+        return f"u:{username}"[:200], f"c:{client}"[:200]
 
-    def check(self, username: str, client: str | None) -> None:
-        now = time.monotonic()
-        for key, limit in ((f"u:{username}", self.per_user), (f"c:{client}", self.per_client)):
-            q = self._recent(key, now)
-            if len(q) >= limit:
-                wait = int(q[0] + self.window - now) + 1
-                raise TooManyAttempts(
-                    "too many failed logins",
-                    f"wait {wait // 60 + 1} minutes, or ask an admin to check the audit log",
+    async def check(self, username: str, client: str | None) -> None:
+        now = repo.utcnow()
+        since = now - timedelta(seconds=self.window)
+        user_key, client_key = self._keys(username, client)
+        async with self._sessions() as s:
+            for key, limit in ((user_key, self.per_user), (client_key, self.per_client)):
+                q = (
+                    select(ConsoleLoginFailureRow.at)
+                    .where(ConsoleLoginFailureRow.key == key, ConsoleLoginFailureRow.at > since)
+                    .order_by(ConsoleLoginFailureRow.at.desc())
+                    .limit(limit)
                 )
+                recent = list((await s.execute(q)).scalars())
+                if len(recent) >= limit:
+                    oldest = repo.aware(recent[-1]) or now
+                    wait = (oldest - since).total_seconds()
+                    raise TooManyAttempts(
+                        "too many failed logins",
+                        f"wait {int(wait) // 60 + 1} minutes, or ask an admin to check the "
+                        "audit log",
+                    )
 
-    def failed(self, username: str, client: str | None) -> None:
-        now = time.monotonic()
-        if len(self._fails) > self._cap:
-            self._fails.clear()
-        for key in (f"u:{username}", f"c:{client}"):
-            self._fails.setdefault(key, deque(maxlen=64)).append(now)
+    async def failed(self, username: str, client: str | None) -> None:
+        now = repo.utcnow()
+        async with self._sessions() as s, s.begin():
+            s.add_all(ConsoleLoginFailureRow(key=k, at=now) for k in self._keys(username, client))
+            await s.execute(
+                delete(ConsoleLoginFailureRow).where(
+                    ConsoleLoginFailureRow.at <= now - timedelta(seconds=self.window)
+                )
+            )
 
-    def succeeded(self, username: str) -> None:
-        self._fails.pop(f"u:{username}", None)
+    async def succeeded(self, username: str) -> None:
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                delete(ConsoleLoginFailureRow).where(
+                    ConsoleLoginFailureRow.key == self._keys(username, None)[0]
+                )
+            )
 
 
 class ConsoleService:
@@ -189,7 +206,7 @@ class ConsoleService:
         self._sessions = sessions
         self._audit = audit
         self.ttl = ttl
-        self.limiter = LoginLimiter()
+        self.limiter = LoginLimiter(sessions)
 
     # -- accounts (CLI) --------------------------------------------------------------------
 
@@ -244,7 +261,7 @@ class ConsoleService:
     ) -> tuple[str, ConsoleSession]:
         """Check the password; on success a new session and its cookie secret."""
         username = username.strip().lower()[:64]
-        self.limiter.check(username, client)
+        await self.limiter.check(username, client)
         async with self._sessions() as s:
             row = (
                 await s.execute(select(ConsoleUserRow).where(ConsoleUserRow.username == username))
@@ -252,7 +269,7 @@ class ConsoleService:
         stored = row.password_hash if row is not None else _DUMMY
         ok = await anyio.to_thread.run_sync(check_password, password, stored)
         if row is None or not ok or row.disabled:
-            self.limiter.failed(username, client)
+            await self.limiter.failed(username, client)
             self._audit.record(
                 "console.login",
                 actor=f"console:{username}"[:32],
@@ -261,7 +278,7 @@ class ConsoleService:
                 reason="disabled account" if row is not None and ok else "wrong user or password",
             )
             raise AuthError("wrong user name or password", "check both, or ask an admin")
-        self.limiter.succeeded(username)
+        await self.limiter.succeeded(username)
         user = _user(row)
         secret = secrets.token_urlsafe(32)
         now = repo.utcnow()
