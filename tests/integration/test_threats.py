@@ -186,3 +186,43 @@ def test_dependency_confusion_report(server: Server, upstream: UpstreamSet, tmp_
     assert "only-ours" not in table
     events = json.loads(srv.cli("audit", "list", "--json", "--action", "threat.confusion").stdout)
     assert {e["project"] for e in events} == {"internal-tool"}  # once per run
+
+
+def test_a_new_malware_verdict_turns_environments_that_pin_it_red(
+    server: Server, threats_upstream: Upstream, tmp_path: Path
+) -> None:
+    """An environment pinning a version whose file the scanner later judges malicious turns
+    red, with the finding as its cause; an environment without that package is not touched."""
+    srv = server
+    srv.cli("index", "create", "raw", "--mirror", threats_upstream.simple_url)
+    srv.cli("team", "create", "web")
+    app = tmp_path / "app.txt"
+    app.write_text("friendly-colors==1.0\ntidy-utils==1.0\n")
+    tools = tmp_path / "tools.txt"
+    tools.write_text("tidy-utils==1.0\n")
+    pushed = json.loads(srv.cli("env", "push", "web/app", str(app), "--json").stdout)
+    json.loads(srv.cli("env", "push", "web/tools", str(tools), "--json").stdout)
+    assert pushed["status"] == "green"
+    with srv.http(srv.token("raw")) as c:
+        r = c.get("/pypi/raw/files/friendly-colors/friendly_colors-1.0-py3-none-any.whl")
+        assert r.status_code == 200  # served, then scanned in the background
+    deadline = time.monotonic() + 60
+    shown: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        shown = json.loads(srv.cli("env", "show", "web/app", "--json").stdout)
+        if shown["status"] == "red":
+            break
+        time.sleep(0.5)
+    assert shown["status"] == "red", shown
+    problems = shown["problems"]
+    assert isinstance(problems, dict) and list(problems) == ["friendly-colors==1.0"]
+    (threat,) = problems["friendly-colors==1.0"]
+    assert threat["kind"] == "threat" and threat["file"] == "friendly_colors-1.0-py3-none-any.whl"
+    history = shown["history"]
+    assert isinstance(history, list) and [h["to"] for h in history] == ["red"]
+    assert "threat finding: friendly_colors-1.0-py3-none-any.whl" in history[0]["cause"]
+    other = json.loads(srv.cli("env", "show", "web/tools", "--json").stdout)
+    assert other["status"] == "green" and other["history"] == []
+    # a later push of the same pins is red at once: the verdict is looked up by version
+    again = json.loads(srv.cli("env", "push", "web/app", str(app), "--json").stdout)
+    assert again["status"] == "red"

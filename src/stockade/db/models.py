@@ -366,6 +366,7 @@ class ScanReportRow(Base):
     """The malware scanner's verdict on one file's content (by sha256), with its evidence."""
 
     __tablename__ = "scan_reports"
+    __table_args__ = (Index("ix_scan_reports_verdict", "verdict"),)
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     filename: Mapped[str] = mapped_column(String(255))

@@ -5,7 +5,9 @@ blob store, records its pins (``environment_packages``, indexed by package) and 
 
 * vulnerabilities: the curated verdict (feed + newest covering curation) of every pin; an open
   finding (affected / under investigation) is a problem;
-* threats: known-malicious (OSV ``MAL-``) records;
+* threats: known-malicious (OSV ``MAL-``) records, and the malware scanner's ``malicious``
+  verdict on any stored file of a pinned version (a new verdict re-evaluates the versions that
+  pin that package);
 * policy: when the version is bound to an index, whether the index would still serve the pinned
   version (at least one of its files allowed), with the rule that blocks it.
 
@@ -28,18 +30,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stockade.core.conda.names import parse_filename as parse_conda_filename
 from stockade.core.lockfiles import Inventory, read_inventory
 from stockade.core.ports import BlobStore
-from stockade.core.simple import version_from_filename
+from stockade.core.simple import project_from_filename, version_from_filename
 from stockade.db.models import (
     EnvironmentPackageRow,
     EnvironmentRow,
     EnvironmentStatusRow,
     EnvironmentVersionRow,
+    ScanReportRow,
 )
 from stockade.errors import Conflict, InvalidRequest, NotFound, StockadeError
 from stockade.services.audit import AuditLog
@@ -415,10 +420,48 @@ class EnvironmentService:
                     }
                 )
             out[pin_key(n, v)] = problems
+        for key, flagged in (await self._threats(pins)).items():
+            out.setdefault(key, []).extend(flagged)
         if index is not None:
             for (_e, n, v), blocked in (await self._policy(index, pins)).items():
                 if blocked:
                     out.setdefault(pin_key(n, v), []).append(blocked)
+        return out
+
+    async def _threats(self, pins: list[tuple[str, str, str]]) -> dict[str, list[dict[str, Any]]]:
+        """Per pin key: the malware scanner's ``malicious`` verdicts on a file of that exact
+        version (any file Stockade stored: uploaded or mirrored). Flagged reports are few; the
+        verdict column is indexed."""
+        wanted = {
+            (*normalize_package(e, n), _norm_version(e, v)): pin_key(n, v) for e, n, v in pins
+        }
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self._sessions() as s:
+            q = select(
+                ScanReportRow.sha256,
+                ScanReportRow.filename,
+                ScanReportRow.score,
+                ScanReportRow.findings,
+            ).where(ScanReportRow.verdict == "malicious")
+            for sha, filename, score, findings in await s.execute(q):
+                found = package_of_file(filename)
+                key = wanted.get(found) if found is not None else None
+                if key is None:
+                    continue
+                rules = sorted({str(f.get("rule")) for f in findings or [] if isinstance(f, dict)})
+                out.setdefault(key, []).append(
+                    {
+                        "kind": "threat",
+                        "id": f"scan:{sha[:12]}",
+                        "rule": "malware",
+                        "file": filename,
+                        "sha256": sha,
+                        "score": score,
+                        "message": f"malware scanner: {filename} is malicious ("
+                        + ", ".join(rules[:5])
+                        + ")",
+                    }
+                )
         return out
 
     async def _policy(
@@ -617,6 +660,26 @@ class EnvironmentService:
                 )
                 c["delivery"] = f"{outcome}: {how}"
         return changes
+
+
+def _norm_version(ecosystem: str, version: str) -> str:
+    if ecosystem.lower() != "pypi":
+        return version
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def package_of_file(filename: str) -> tuple[str, str, str] | None:
+    """(ecosystem, normalized name, normalized version) of a distribution or conda file name."""
+    conda = parse_conda_filename(filename)
+    if conda is not None:
+        return "conda", conda.name.lower(), conda.version
+    name, version = project_from_filename(filename), version_from_filename(filename)
+    if name is None or version is None:
+        return None
+    return "PyPI", str(name), _norm_version("PyPI", version)
 
 
 def _status(problems: dict[str, list[dict[str, Any]]]) -> str:

@@ -36,7 +36,7 @@ from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
 from stockade.services.repo import utcnow
 from stockade.services.teams import TeamService
-from stockade.services.threats import ThreatService
+from stockade.services.threats import ScanReport, ThreatService
 from stockade.services.tokens import TokenService
 from stockade.services.tuf import TufService
 from stockade.services.uploads import UploadService
@@ -124,6 +124,7 @@ class Runtime:
             settings, self.sessions, self._job_tasks(), self._periodic()
         )
         self.threats.queue = self.jobs
+        self.threats.on_finding = self.threat_found
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -342,6 +343,21 @@ class Runtime:
             "envs.reevaluate",
             packages=[[c.ecosystem, c.package]],
             cause=f"curation of {c.advisory_id} for {c.package}",
+        )
+
+    async def threat_found(self, report: ScanReport) -> None:
+        """After the scanner flags a file: re-evaluate the environments that pin its package
+        (a job; only those versions, only those pins)."""
+        from stockade.services.environments import package_of_file
+
+        found = package_of_file(report.filename)
+        if found is None:
+            return
+        eco, name, version = found
+        await self.jobs.defer(
+            "envs.reevaluate",
+            packages=[[eco, name]],
+            cause=f"threat finding: {report.filename} ({name} {version}) is {report.verdict}",
         )
 
     async def policy_changed(self, index: str, version: int) -> None:

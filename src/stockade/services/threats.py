@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -154,6 +154,9 @@ class ThreatService:
         # The job queue (the runtime sets it): background scans are ``scan`` jobs, retried
         # and visible in `stockade jobs list`, run by whichever worker takes them.
         self.queue: JobQueue | None = None
+        # Called after a file is judged malicious or suspicious (the runtime re-evaluates the
+        # environments that pin its package); errors are logged, the verdict stands.
+        self.on_finding: Callable[[ScanReport], Awaitable[None]] | None = None
 
     def clear(self) -> None:
         self._cache.clear()
@@ -279,6 +282,11 @@ class ThreatService:
             )
             if self.on_change is not None:
                 self.on_change()  # decisions change: every page is decided again
+            if self.on_finding is not None:
+                try:
+                    await self.on_finding(report)
+                except Exception:
+                    log.exception("after the finding on %s", filename)
         return report
 
     async def _save(self, report: ScanReport) -> None:
