@@ -177,3 +177,70 @@ def test_env_api_by_team_tokens(server: Server) -> None:
     with srv.http(ops) as c:
         assert c.get("/api/v1/envs/web/app/1").status_code == 403
         assert c.get("/api/v1/envs").json() == []  # ops sees only its own team's
+
+
+def test_conda_lock_against_a_filtered_channel_never_picks_a_blocked_record(
+    server: Server, tmp_path: Path
+) -> None:
+    """`env lock --channel`: rattler solves environment.yml against the channel as served
+    (policy-filtered); the explicit lock names token-free URLs whose bytes match their md5; a
+    stricter policy later turns the stored environment red with the rule."""
+    import hashlib
+
+    from tests.conda_builders import build_conda
+
+    srv = server
+    dist = tmp_path / "dist"
+    pkgs = [
+        build_conda(dist, "lib", "1.0"),
+        build_conda(dist, "lib", "1.5"),  # the newest allowed by app's pin, but denied
+        build_conda(dist, "app", "2.0", subdir="linux-64", depends=["lib >=1.0,<2"]),
+    ]
+    srv.cli("conda", "channel", "create", "internal", "--private")
+    srv.cli("conda", "upload", "-c", "internal", *(str(p) for p in pkgs))
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rules]]\nkind = "names"\ndeny = ["lib==1.5"]\n')
+    srv.cli("policy", "set", "internal", "--file", str(policy))
+    srv.cli("team", "create", "data")
+    env_yml = tmp_path / "environment.yml"
+    env_yml.write_text("name: analysis\nchannels:\n  - conda-forge\ndependencies:\n  - app\n")
+    made = cli_json(
+        srv, "env", "lock", "data/analysis", str(env_yml), "--channel", "internal",
+        "--platform", "linux-64", "--url", srv.url,
+    )  # fmt: skip
+    assert made["status"] == "green", made["problems"]
+    assert made["kind"] == "conda-explicit"
+    assert {(p["name"], p["version"]) for p in made["packages"]} == {
+        ("app", "2.0"),
+        ("lib", "1.0"),
+    }
+    lock = srv.cli("env", "pull", "data/analysis").stdout
+    assert "@EXPLICIT" in lock and "/t/" not in lock and "lib-1.5" not in lock
+    urls = [line for line in lock.splitlines() if line.startswith("http")]
+    assert len(urls) == 2
+    token = srv.token("internal")
+    host = srv.url.split("://", 1)[1]
+    with srv.http() as c:
+        for line in urls:
+            url, md5 = line.split("#")
+            assert url.startswith(f"{srv.url}/conda/internal/")
+            r = c.get(url.replace(f"//{host}/", f"//{host}/t/{token}/"))
+            assert r.status_code == 200 and hashlib.md5(r.content).hexdigest() == md5
+    # lib 1.0 blocked too: the stored environment turns red, naming the rule
+    policy.write_text('[[rules]]\nkind = "names"\ndeny = ["lib<2"]\n')
+    srv.cli("policy", "set", "internal", "--file", str(policy))
+    shown = cli_json(srv, "env", "show", "data/analysis")
+    assert shown["status"] == "red", shown
+    (problem,) = shown["problems"]["lib==1.0"]
+    assert problem["kind"] == "policy" and "lib<2" in problem["message"]
+    # bad input: both or neither target, a pip section, a PyPI index as channel
+    both = srv.cli("env", "lock", "data/x", str(env_yml), check=False)
+    assert both.returncode != 0 and "exactly one of --index" in both.stderr
+    pip_yml = tmp_path / "pip.yml"
+    pip_yml.write_text("dependencies:\n  - app\n  - pip:\n    - requests==2.31.0\n")
+    bad = srv.cli("env", "lock", "data/x", str(pip_yml), "--channel", "internal", check=False)
+    assert bad.returncode != 0 and "`pip:` section" in bad.stderr
+    srv.cli("index", "create", "py", "--private")
+    wrong = srv.cli("env", "lock", "data/x", str(env_yml), "--channel", "py", check=False)
+    assert wrong.returncode != 0 and "not a conda channel" in wrong.stderr
+    assert "data/x" not in srv.cli("env", "list").stdout

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,42 +196,112 @@ def diff(a: str = typer.Argument(...), b: str = typer.Argument(...), json: bool 
 @app.command("lock")
 def lock(
     ref: str = typer.Argument(..., help="TEAM/NAME"),
-    requirements: Path = typer.Argument(..., help="requirements.in (what to resolve)"),
-    index: str = typer.Option(..., "--index", help="Resolve against what this index serves."),
+    requirements: Path = typer.Argument(
+        ..., help="requirements.in (with --index) or environment.yml (with --channel)"
+    ),
+    index: str = typer.Option(None, "--index", help="Resolve against what this index serves."),
+    channel: str = typer.Option(
+        None, "--channel", help="Resolve an environment.yml against this conda channel."
+    ),
     python: str = typer.Option(
         f"{sys.version_info.major}.{sys.version_info.minor}", "--python-version"
+    ),
+    platform: str = typer.Option(
+        None, "--platform", help="conda platform to lock for (default: this machine's)."
     ),
     url: str = typer.Option(
         None, "--url", help="Stockade's base URL (default: the configured host and port)."
     ),
     json: bool = JsonOpt,
 ) -> None:
-    """Resolve REQUIREMENTS with uv against INDEX as served by Stockade right now (only what
-    its policy allows), with hashes, and store the result as the next version of TEAM/NAME:
-    a lock that passes the policy by construction. Needs the server running."""
+    """Resolve REQUIREMENTS against what Stockade serves right now (only what the policy
+    allows) and store the result as the next version of TEAM/NAME: a lock that passes the
+    policy by construction. With --index: uv, a requirements.txt with hashes. With --channel:
+    rattler, a conda explicit lock with md5 (and sha256 comments). Needs the server running."""
     from stockade.settings import Settings
     from stockade.types import Scope
 
     split_ref(ref)
-    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    if not Path(uv).exists() and not shutil.which("uv"):
-        raise InvalidRequest("`uv` is needed to resolve", "install uv (pip install uv)")
+    if (index is None) == (channel is None):
+        raise InvalidRequest(
+            "give exactly one of --index (PyPI) and --channel (conda)",
+            f"stockade env lock {ref} requirements.in --index INDEX",
+        )
+    target = index or channel
     settings = Settings.load()
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    scheme, host = base.split("://", 1)
 
     async def mint(r: Runtime) -> tuple[str, str]:
-        await r.indexes.get(index)
+        info = await r.indexes.get(target)
+        if channel is not None and not info.kind.is_conda:
+            raise InvalidRequest(
+                f"{target!r} is a PyPI index, not a conda channel", "use --index for it"
+            )
+        if index is not None and info.kind.is_conda:
+            raise InvalidRequest(
+                f"{target!r} is a conda channel", "lock an environment.yml with --channel"
+            )
         secret, rec = await r.tokens.create(
-            index=index, scope=Scope.READ, expires="15m", note=f"env lock {ref}"
+            index=target, scope=Scope.READ, expires="15m", note=f"env lock {ref}"
         )
         return secret, rec.info.id
 
+    if channel is not None:
+        from stockade.services.conda_lock import read_specs, solve_explicit
+
+        specs, notes = read_specs(requirements)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        import rattler
+
+        plat = platform or str(rattler.Subdir.current())
+        secret, token_id = run(mint)
+        try:
+            content = asyncio.run(
+                solve_explicit(
+                    f"{scheme}://{host}/t/{secret}/conda/{channel}",
+                    f"{scheme}://{host}/conda/{channel}",
+                    specs,
+                    plat,
+                    header=f"stockade env lock {ref} from {requirements.name} against "
+                    f"conda channel {channel}",
+                )
+            )
+        finally:
+            run(lambda r: r.tokens.revoke(token_id))
+        filename, note = "explicit.txt", f"locked from {requirements.name} against {channel}"
+    else:
+        content = _uv_lock(requirements, target, python, mint, scheme, host)
+        filename, note = "requirements.txt", f"locked from {requirements.name} against {index}"
+
+    async def go(r: Runtime) -> EnvVersion:
+        made = await r.envs.push(ref, filename, content, index=target, author=_whoami(), note=note)
+        await r.audit.flush()
+        return made
+
+    made = run(go)
+    if json:
+        print_json(made.as_dict())
+    else:
+        _show(made)
+
+
+def _uv_lock(
+    requirements: Path,
+    index: str,
+    python: str,
+    mint: Callable[[Runtime], Awaitable[tuple[str, str]]],
+    scheme: str,
+    host: str,
+) -> bytes:
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    if not Path(uv).exists() and not shutil.which("uv"):
+        raise InvalidRequest("`uv` is needed to resolve", "install uv (pip install uv)")
     secret, token_id = run(mint)
     try:
         with tempfile.TemporaryDirectory(prefix="stockade-lock-") as tmp:
             out = Path(tmp) / "requirements.txt"
-            host = base.split("://", 1)[1]
-            scheme = base.split("://", 1)[0]
             index_url = f"{scheme}://__token__:{secret}@{host}/pypi/{index}/simple/"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
             env.update(UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
@@ -248,27 +320,9 @@ def lock(
                     "a requirement may be blocked by the index's policy: see "
                     f"`stockade policy explain {index} PROJECT`",
                 )
-            content = out.read_bytes()
+            return out.read_bytes()
     finally:
         run(lambda r: r.tokens.revoke(token_id))
-
-    async def go(r: Runtime) -> EnvVersion:
-        made = await r.envs.push(
-            ref,
-            "requirements.txt",
-            content,
-            index=index,
-            author=_whoami(),
-            note=f"locked from {requirements.name} against {index}",
-        )
-        await r.audit.flush()
-        return made
-
-    made = run(go)
-    if json:
-        print_json(made.as_dict())
-    else:
-        _show(made)
 
 
 def _whoami() -> str:

@@ -321,6 +321,51 @@ class CondaService:
             "channel's policy may leave files out)",
         )
 
+    async def pin_verdict(
+        self, ch: CondaChannel, name: str, version: str
+    ) -> tuple[bool, list[str]]:
+        """Whether the channel serves a record of ``name`` at ``version`` in any of its subdirs
+        (as filtered by its policy now), else the policy's reasons for the records it left out
+        (empty: no such record at all). Reads one shard per subdir, not whole repodata."""
+        name = name.lower()
+        reasons: list[str] = []
+        subdirs = (
+            ch.subdirs
+            if ch.mirror
+            else tuple(sorted({p.subdir for p in await self.packages(ch, name=name)}))
+        )
+        for subdir in subdirs:
+            try:
+                doc = await self.repodata(ch, subdir)
+            except NotFound:
+                continue
+            records: dict[str, dict[str, Any]] = {}
+            if doc.shards is not None:
+                shard_sha = (await self._shard_index(doc.shards)).get(name)
+                if shard_sha is not None:
+                    blob = await anyio.to_thread.run_sync(self._store.read_bytes, shard_sha)
+                    records = rd.read_shard(blob)
+            else:
+                blob = await anyio.to_thread.run_sync(self._store.read_bytes, doc.json)
+                data = orjson.loads(blob)
+                for key in rd.RECORD_KEYS:
+                    records.update(
+                        (fn, rec)
+                        for fn, rec in (data.get(key) or {}).items()
+                        if str(rec.get("name", "")).lower() == name
+                    )
+            if any(str(r.get("version")) == version for r in records.values()):
+                return True, []
+            if self.policy is not None:
+                for fn, decision in self.policy.blocked_in(ch.name, subdir).items():
+                    parsed = parse_filename(fn)
+                    if parsed is not None and (parsed.name.lower(), parsed.version) == (
+                        name,
+                        version,
+                    ):
+                        reasons.extend(f"{fn}: {r.line()}" for r in decision.blocks)
+        return False, reasons
+
     # -- mirror documents ----------------------------------------------------------------------
 
     async def _mirror_doc(self, ch: CondaChannel, path: str) -> ServedDoc | None:

@@ -81,6 +81,10 @@ class CondaPolicy:
     def blocked(self, index: str, subdir: str, filename: str) -> Decision | None:
         return self._blocked.get((index, subdir), {}).get(filename)
 
+    def blocked_in(self, index: str, subdir: str) -> dict[str, Decision]:
+        """The records the last filtering of ``index``/``subdir`` left out, by file name."""
+        return dict(self._blocked.get((index, subdir), {}))
+
     async def keep(self, index: IndexInfo, subdir: str, data: dict[str, Any]) -> Keep | None:
         """A filter for the records of ``data`` (None: no policy, keep everything)."""
         policy = await self._policies.current(index.name)

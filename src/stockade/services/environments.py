@@ -54,8 +54,10 @@ from stockade.types import IndexKind
 
 if TYPE_CHECKING:
     from stockade.services.alerts import AlertService
+    from stockade.services.conda import CondaService
     from stockade.services.indexes import IndexService
     from stockade.services.pages import PageService
+    from stockade.services.repo import IndexInfo
 
 log = logging.getLogger("stockade.environments")
 
@@ -149,6 +151,7 @@ class EnvironmentService:
         self.pages: PageService | None = None  # wired by Runtime (policy verdicts)
         self.indexes: IndexService | None = None
         self.alerts: AlertService | None = None
+        self.conda: CondaService | None = None  # conda channels' policy verdicts
 
     # -- pushing -------------------------------------------------------------------------------
 
@@ -473,7 +476,7 @@ class EnvironmentService:
             return out
         info = await self.indexes.get(index)
         if info.kind in (IndexKind.CONDA_MIRROR, IndexKind.CONDA_PRIVATE):
-            return out  # conda channels: policy verdicts per record are not wired here yet
+            return await self._conda_policy(info, pins)
         for e, n, v in pins:
             if e != "PyPI":
                 continue
@@ -511,6 +514,40 @@ class EnvironmentService:
                 "rule": first.blocks[0].kind if first.blocks else "policy",
                 "message": "; ".join(r.line() for r in first.blocks),
             }
+        return out
+
+    async def _conda_policy(
+        self, info: IndexInfo, pins: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], dict[str, Any] | None]:
+        """Conda pins against a channel: served when a record of that name and version is in
+        the channel's policy-filtered repodata (PyPI pins of the environment's pip section are
+        not the channel's business and are left alone)."""
+        out: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        if self.conda is None:
+            return out
+        ch = await self.conda.as_channel(info)
+        for e, n, v in pins:
+            if e != "conda":
+                continue
+            try:
+                served, reasons = await self.conda.pin_verdict(ch, n, v)
+            except StockadeError as exc:
+                out[(e, n, v)] = {"kind": "policy", "rule": "unavailable", "message": exc.message}
+                continue
+            if served:
+                out[(e, n, v)] = None
+            elif reasons:
+                out[(e, n, v)] = {
+                    "kind": "policy",
+                    "rule": "policy",
+                    "message": "; ".join(reasons[:3]),
+                }
+            else:
+                out[(e, n, v)] = {
+                    "kind": "policy",
+                    "rule": "absent",
+                    "message": f"{n} {v} is not served by conda channel {info.name}",
+                }
         return out
 
     async def reevaluate_packages(

@@ -115,6 +115,7 @@ class Runtime:
         )
         self.envs = EnvironmentService(self.sessions, self.store, self.vulns, self.audit)
         self.envs.pages, self.envs.indexes, self.envs.alerts = self.pages, self.indexes, self.alerts
+        self.envs.conda = self.conda
         self.tuf = TufService(
             settings, self.sessions, self.store, self.indexes, self.pages, self.audit
         )
