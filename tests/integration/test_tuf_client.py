@@ -298,3 +298,96 @@ def test_expired_timestamp_refused_until_resigned(frozen_server: Server, tmp_pat
     srv.cli("tuf", "refresh")  # what the server's refresh loop does
     got = client.ok(reqs, dest)
     assert [f["filename"] for f in got["files"]] == [wheel.name]
+
+
+def test_root_threshold_two_key_rotations_and_root_chain(
+    sqlite_server: Server, tmp_path: Path
+) -> None:
+    """Three root keys, two of which sign each root. Rotating the online and targets keys, and
+    then every root key with one of them lost, keeps the client working: it follows root
+    v1 → vN, each new root carrying a threshold of the old keys' signatures and of the new."""
+    srv = sqlite_server
+    srv.cli("index", "create", "p", "--private")
+    wheel = build_wheel(tmp_path, "thing", "1.0")
+    _upload(srv, "p", wheel)
+    root = tmp_path / "root.json"
+    bad = srv.cli("tuf", "init", "p", "--root-keys", "2", "--root-threshold", "3", check=False)
+    assert bad.returncode != 0 and "threshold" in bad.stderr
+    srv.cli(
+        "tuf", "init", "p", "--bins", "4", "--root-keys", "3", "--root-threshold", "2",
+        "--root-out", str(root),
+    )  # fmt: skip
+    keydir = srv.home / "keys" / "tuf"
+    files = [keydir / n for n in ("root-ed25519.pem", "root-2-ed25519.pem", "root-3-ed25519.pem")]
+    assert all(oct(f.stat().st_mode)[-3:] == "600" for f in files)
+    v1 = orjson.loads(root.read_bytes())
+    assert v1["signed"]["roles"]["root"]["threshold"] == 2
+    assert len(v1["signed"]["roles"]["root"]["keyids"]) == 3 and len(v1["signatures"]) == 3
+    status = orjson.loads(srv.cli("tuf", "status", "p", "--json").stdout)
+    assert status["keys"]["root"]["threshold"] == 2
+    assert [k["key_file"] for k in status["keys"]["root"]["keys"]] == [str(f) for f in files]
+
+    client = Client(srv, "p", srv.token("p"), root, tmp_path)
+    reqs = _reqs(tmp_path / "requirements.txt", "thing==1.0")
+    n = 0
+
+    def fetch(meta: Path | None = None) -> None:
+        nonlocal n
+        n += 1
+        got = client.ok(reqs, tmp_path / f"dl{n}", meta=meta)
+        assert got["files"][0]["sha256"] == sha256_file(wheel) and not got["files"][0]["cached"]
+
+    fetch()
+    # Online and targets keys rotated: new roots signed by 2 of the 3 root keys.
+    for role in ("timestamp", "snapshot", "targets", "bins"):
+        srv.cli("tuf", "rotate", role)
+        fetch()
+    # Two root keys offline: a new root cannot be signed, and the command says why.
+    away = tmp_path / "offline"
+    away.mkdir()
+    for f in files[1:]:
+        f.rename(away / f.name)
+    res = srv.cli("tuf", "rotate", "root", check=False)
+    assert res.returncode != 0 and "2 of the 3 root keys" in res.stderr and "1 found" in res.stderr
+    # One back (the other lost for good): 2 of 3 are enough to rotate every root key.
+    (away / files[2].name).rename(files[2])
+    out = orjson.loads(srv.cli("tuf", "rotate", "root", "--json").stdout)
+    assert len(out["old_keyids"]) == 3 and len(out["new_keyids"]) == 3
+    assert not set(out["old_keyids"]) & set(out["new_keyids"])
+    assert sorted(Path(p).name.split(".")[0] for p in out["retired_keys"]) == [
+        "root-3-ed25519",
+        "root-ed25519",
+    ]  # the lost key had no file to retire
+    status = orjson.loads(srv.cli("tuf", "status", "p", "--json").stdout)
+    newest = status["versions"]["root"]
+    assert newest == 5  # 1 + timestamp, snapshot, targets, root (bins are named by targets)
+    assert status["keys"]["root"]["threshold"] == 2
+    assert [k["keyid"] for k in status["keys"]["root"]["keys"]] == out["new_keyids"]
+    with srv.http(client.token) as c:
+        vn = orjson.loads(c.get(f"/pypi/p/tuf/{newest}.root.json").content)
+    assert len(vn["signatures"]) == 5  # the 2 old keys still here, and the 3 new ones
+    assert vn["signed"]["roles"]["root"]["keyids"] == out["new_keyids"]
+
+    fetch()  # the client that trusted v4 follows to v5
+    fresh = tmp_path / "fresh-meta"
+    fetch(meta=fresh)  # a new client from the v1 file chains v1 → v5
+    assert sorted(p.name for p in (fresh / "root_history").iterdir()) == [
+        f"{v}.root.json" for v in range(1, newest + 1)
+    ]
+
+    # A new root carrying only one of the old keys' signatures breaks the chain: refused.
+    db = srv.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        (data,) = conn.execute(
+            "SELECT data FROM tuf_metadata WHERE role = 'root' AND version = ?", (newest,)
+        ).fetchone()
+    doc = orjson.loads(data)
+    old_ids = set(out["old_keyids"])
+    kept_old = [sig for sig in doc["signatures"] if sig["keyid"] in old_ids][:1]
+    doc["signatures"] = kept_old + [s for s in doc["signatures"] if s["keyid"] not in old_ids]
+    _sql(srv, "UPDATE tuf_metadata SET data = ? WHERE role = 'root' AND version = ?",
+         orjson.dumps(doc), newest)  # fmt: skip
+    srv.stop()  # the server keeps versioned metadata it has read in memory
+    srv.start()
+    err = client.refused(reqs, tmp_path / "broken", meta=tmp_path / "broken-meta")
+    assert "root" in err and "signature" in err

@@ -185,17 +185,20 @@ class TufKeys:
         _write_key(path, Ed25519PrivateKey.generate())
         return path, _load_signer(path, role)
 
-    def promote(self, role: str, staged: Path, old_keyid: str) -> Path:
+    def promote(self, role: str, staged: Path, old_keyid: str) -> Path | None:
         """Retire the current key file (kept as ``….<keyid>.retired.pem`` for the admin to
         destroy or archive) and put the staged one in its place."""
         return self.promote_at(self.path(role), staged, old_keyid)
 
-    def promote_at(self, current: Path, staged: Path, old_keyid: str | None) -> Path:
-        stem = current.name.removesuffix(".pem")
-        if old_keyid is None and current.exists():
-            old_keyid = _load_signer(current, "root").public_key.keyid
-        retired = current.with_name(f"{stem}.{(old_keyid or 'old')[:16]}.retired.pem")
+    def promote_at(self, current: Path, staged: Path, old_keyid: str | None) -> Path | None:
+        """``promote`` for any key file; the retired file, None when there was none (a lost
+        root key replaced)."""
+        retired = None
         if current.exists():
+            if old_keyid is None:
+                old_keyid = _load_signer(current, "root").public_key.keyid
+            stem = current.name.removesuffix(".pem")
+            retired = current.with_name(f"{stem}.{old_keyid[:16]}.retired.pem")
             os.replace(current, retired)
         os.replace(staged, current)
         self._signers.clear()
@@ -883,8 +886,9 @@ class TufService:
         old_ids = [old.public_key.keyid] if old is not None else list(dict.fromkeys(roots["old"]))
         new_ids = [signer.public_key.keyid for _, signer in staged.values()]
         retired = [
-            self.keys.promote_at(current, path, old.public_key.keyid if old else None)
+            str(done)
             for current, (path, _) in staged.items()
+            if (done := self.keys.promote_at(current, path, old.public_key.keyid if old else None))
         ]
         self._meta.clear()
         self._audit.record(
@@ -904,8 +908,8 @@ class TufService:
             "old_keyids": old_ids,
             "new_keyids": new_ids,
             "indexes": sorted(enabled),
-            "retired_key": str(retired[0]),
-            "retired_keys": [str(p) for p in retired],
+            "retired_key": retired[0] if retired else None,
+            "retired_keys": retired,
         }
 
     async def _rotate_one(
