@@ -26,28 +26,29 @@ app = typer.Typer(
 
 
 class _Bar(dl.Progress):
-    """A rich progress bar on stderr: one bar for the files, one for the current download."""
+    """A rich progress bar on stderr for the current download, ``[i/n]`` the requirement."""
 
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
-        self.files: TaskID | None = None
+        self.total = 0
+        self.done = 0
         self.current: TaskID | None = None
 
     def start(self, total_files: int) -> None:
-        self.files = self.bar.add_task("requirements", total=total_files)
+        self.total = total_files
 
     def file(self, name: str, length: int) -> None:
         if self.current is not None:
             self.bar.remove_task(self.current)
-        self.current = self.bar.add_task(name, total=length)
+        label = f"[{min(self.done + 1, self.total)}/{self.total}] {name}"
+        self.current = self.bar.add_task(label, total=length)
 
     def bytes(self, count: int) -> None:
         if self.current is not None:
             self.bar.advance(self.current, count)
 
     def done_file(self) -> None:
-        if self.files is not None:
-            self.bar.advance(self.files, 1)
+        self.done += 1
 
 
 @app.command("download")
@@ -85,7 +86,7 @@ def download(
     try:
         if show_bar:
             with Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
@@ -118,7 +119,7 @@ def download(
             err.print(f"warning: {d.filename} is yanked", markup=False, highlight=False)
     print_table(
         f"verified files in {dest}",
-        ["file", "sha256", "TUF target", ""],
-        [[d.filename, d.sha256, d.target, "cached" if d.cached else ""] for d in got],
+        ["file", "sha256", "TUF target", "state"],
+        [[d.filename, d.sha256, d.target, "was there" if d.cached else "new"] for d in got],
     )
     typer.echo(f"install with: pip install --no-index --find-links {dest} -r {requirements}")

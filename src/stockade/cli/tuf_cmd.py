@@ -133,10 +133,10 @@ def rotate(
     if json:
         print_json(got)
         return
-    typer.echo(
-        f"rotated the {role} key {got['old_keyid'][:16]} → {got['new_keyid'][:16]} "
-        f"on {', '.join(got['indexes'])}"
-    )
+    old = ", ".join(k[:16] for k in got["old_keyids"])
+    new = ", ".join(k[:16] for k in got["new_keyids"])
+    keys = "keys" if len(got["new_keyids"]) > 1 else "key"
+    typer.echo(f"rotated the {role} {keys} {old} → {new} on {', '.join(got['indexes'])}")
     for retired in got["retired_keys"]:
         typer.echo(f"the old key is at {retired}: archive or destroy it")
 
