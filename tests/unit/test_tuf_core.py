@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Targets
 
 from stockade.core import tuf as T
@@ -70,3 +71,32 @@ def test_fast_canonical_signing_matches_what_clients_verify() -> None:
             T.build_bin([T.Target(path, 1, "c" * 64)], 1, exp, keys["bins"])
         )
         md_targets.signed.verify_delegate(T.bin_of(path, 1), doc.signed_bytes, doc.signatures)
+
+
+def test_root_threshold_and_rotation_signatures() -> None:
+    """A root with 3 keys and threshold 2 verifies only with 2 signatures; the next root, with
+    new keys, must carry a threshold of the old keys (checked by the old root) and of the new."""
+    keys = {r: _signer() for r in T.TOP_ROLES}
+    exp = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    pub = {r: keys[r].public_key for r in T.TOP_ROLES}
+    old = [_signer() for _ in range(3)]
+    with pytest.raises(ValueError, match="threshold"):
+        T.build_root(pub, 1, exp, old, root_keys=[s.public_key for s in old], root_threshold=4)
+    one = T.build_root(
+        pub, 1, exp, old[:1], root_keys=[s.public_key for s in old], root_threshold=2
+    )
+    md1 = Metadata[Root].from_bytes(one)
+    with pytest.raises(UnsignedMetadataError):
+        md1.signed.verify_delegate("root", md1.signed_bytes, md1.signatures)
+    v1 = T.build_root(pub, 1, exp, old[:2], root_keys=[s.public_key for s in old], root_threshold=2)
+    md1 = Metadata[Root].from_bytes(v1)
+    md1.signed.verify_delegate("root", md1.signed_bytes, md1.signatures)
+    listed, threshold = T.root_role(v1)
+    assert threshold == 2 and [k.keyid for k in listed] == [s.public_key.keyid for s in old]
+    new = [_signer() for _ in range(3)]
+    v2 = T.build_root(
+        pub, 2, exp, [*old[1:], *new], root_keys=[s.public_key for s in new], root_threshold=2
+    )
+    md2 = Metadata[Root].from_bytes(v2)
+    md1.signed.verify_delegate("root", md2.signed_bytes, md2.signatures)  # the old root's rule
+    md2.signed.verify_delegate("root", md2.signed_bytes, md2.signatures)  # and the new one's

@@ -9,6 +9,7 @@ import typer
 from stockade import __version__
 from stockade.cli import (
     audit_cmd,
+    client_cmd,
     conda_cmd,
     console_cmd,
     deploy_cmd,
@@ -58,6 +59,7 @@ app.add_typer(console_cmd.app, name="console")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(env_cmd.app, name="env")
 app.add_typer(tuf_cmd.app, name="tuf")
+app.add_typer(client_cmd.app, name="client")
 app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.command("worker")(jobs_cmd.worker)

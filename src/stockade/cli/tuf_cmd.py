@@ -18,20 +18,29 @@ app = typer.Typer(
 RootKeyOpt = typer.Option(
     None,
     "--root-key",
-    help="The root key file, when it is kept elsewhere (default: STOCKADE_HOME/keys/tuf).",
+    help="A root key file, when they are kept elsewhere (default: STOCKADE_HOME/keys/tuf); "
+    "repeat it once per root key.",
 )
 
 
-def _root_key(r: Runtime, root_key: Path | None) -> None:
-    if root_key is not None:
-        r.tuf.keys.root_key = root_key.expanduser().resolve()
+def _root_key(r: Runtime, root_key: list[Path] | None) -> None:
+    if root_key:
+        r.tuf.keys.root_keys = [p.expanduser().resolve() for p in root_key]
 
 
 @app.command("init")
 def init(
     index: str,
     bins: int = typer.Option(1024, "--bins", help="Hashed bins (a power of two)."),
-    root_key: Path = RootKeyOpt,
+    root_keys: int = typer.Option(
+        None,
+        "--root-keys",
+        help="How many root keys (default 1, or as many --root-key files as given).",
+    ),
+    root_threshold: int = typer.Option(
+        1, "--root-threshold", help="How many root keys must sign each new root."
+    ),
+    root_key: list[Path] = RootKeyOpt,
     root_out: Path = typer.Option(
         None, "--root-out", help="Also write 1.root.json here (give it to clients out of band)."
     ),
@@ -41,7 +50,10 @@ def init(
 
     async def go(r: Runtime) -> dict[str, Any]:
         _root_key(r, root_key)
-        created = await r.tuf.init_index(await r.indexes.get(index), bins)
+        count = root_keys if root_keys is not None else max(1, len(root_key or ()))
+        created = await r.tuf.init_index(
+            await r.indexes.get(index), bins, root_keys=count, root_threshold=root_threshold
+        )
         r.changed()  # every server process starts following the index
         status = await r.tuf.status(await r.indexes.get(index))
         root = await r.tuf.metadata(await r.indexes.get(index), "1.root.json")
@@ -62,7 +74,16 @@ def init(
     )
     if root_out is not None:
         typer.echo(f"wrote the trusted root to {root_out}")
+    _root_line(got["keys"]["root"])
     typer.echo("move the root and targets keys offline: they are only needed to rotate keys")
+
+
+def _root_line(root: dict[str, Any]) -> None:
+    if len(root["keys"]) > 1:
+        typer.echo(
+            f"root: {root['threshold']} of {len(root['keys'])} keys sign each new root: "
+            + ", ".join(f"{k['keyid'][:16]} ({k['key_file']})" for k in root["keys"])
+        )
 
 
 @app.command("status")
@@ -91,12 +112,13 @@ def status(index: str, json: bool = JsonOpt) -> None:
             for role in ("root", "targets", "bins", "snapshot", "timestamp")
         ],
     )
+    _root_line(got["keys"]["root"])
 
 
 @app.command("rotate")
 def rotate(
     role: str = typer.Argument(..., help="root, targets, snapshot, timestamp or bins."),
-    root_key: Path = RootKeyOpt,
+    root_key: list[Path] = RootKeyOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Replace ROLE's key in every signed index (clients follow the new root)."""
@@ -111,11 +133,12 @@ def rotate(
     if json:
         print_json(got)
         return
-    typer.echo(
-        f"rotated the {role} key {got['old_keyid'][:16]} → {got['new_keyid'][:16]} "
-        f"on {', '.join(got['indexes'])}"
-    )
-    typer.echo(f"the old key is at {got['retired_key']}: archive or destroy it")
+    old = ", ".join(k[:16] for k in got["old_keyids"])
+    new = ", ".join(k[:16] for k in got["new_keyids"])
+    keys = "keys" if len(got["new_keyids"]) > 1 else "key"
+    typer.echo(f"rotated the {role} {keys} {old} → {new} on {', '.join(got['indexes'])}")
+    for retired in got["retired_keys"]:
+        typer.echo(f"the old key is at {retired}: archive or destroy it")
 
 
 @app.command("root")

@@ -19,7 +19,7 @@ interface fronts KMS and HSM keys).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -139,15 +139,35 @@ def build_root(
     version: int,
     expires: datetime,
     signers: Iterable[Signer],
+    *,
+    root_keys: Sequence[Key] = (),
+    root_threshold: int = 1,
 ) -> bytes:
-    """Root naming one key per top-level role (threshold 1), signed by ``signers`` (on a root
-    rotation: the old root key and the new one)."""
+    """Root naming one key per top-level role (threshold 1) except the root role itself:
+    ``root_keys`` (default ``keys["root"]``) with ``root_threshold`` of them required. Signed
+    by ``signers`` (on a root rotation: a threshold of the old root keys and of the new)."""
     root = Root(version=version, spec_version=SPEC_VERSION, expires=expires)
     for role in TOP_ROLES:
-        key = keys[role]
-        root.add_key(key, role)
+        if role == "root" and root_keys:
+            for key in root_keys:
+                root.add_key(key, role)
+        else:
+            root.add_key(keys[role], role)
+    if not 1 <= root_threshold <= len(root.roles["root"].keyids):
+        raise ValueError(
+            f"a root threshold of {root_threshold} needs 1 to {len(root.roles['root'].keyids)}"
+            " root keys"
+        )
+    root.roles["root"].threshold = root_threshold
     root.consistent_snapshot = True
     return _sign(Metadata(root), signers)
+
+
+def root_role(root: bytes) -> tuple[list[Key], int]:
+    """The root role's keys (in the order the document lists them) and threshold."""
+    md = Metadata[Root].from_bytes(root)
+    role = md.signed.roles["root"]
+    return [md.signed.keys[k] for k in role.keyids], role.threshold
 
 
 def build_targets(
@@ -195,7 +215,7 @@ def snapshot_versions(snapshot: bytes) -> dict[str, int]:
 
 
 def root_keys(root: bytes) -> dict[str, Key]:
-    """role → its (single) key in a root document."""
+    """role → its (first) key in a root document (``root_role`` lists every root key)."""
     md = Metadata[Root].from_bytes(root)
     out: dict[str, Key] = {}
     for role_name in TOP_ROLES:

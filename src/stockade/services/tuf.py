@@ -33,7 +33,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -77,17 +77,39 @@ def _now() -> datetime:
 
 
 class TufKeys:
-    """Ed25519 key files, one per role name (root, targets, snapshot, timestamp, bins)."""
+    """Ed25519 key files, one per role name (root, targets, snapshot, timestamp, bins); the
+    root role may have several keys (``root-ed25519.pem``, ``root-2-ed25519.pem``, …, or the
+    files given with ``--root-key``), of which a threshold signs each root."""
 
-    def __init__(self, directory: Path, root_key: Path | None = None) -> None:
+    def __init__(self, directory: Path, root_keys: Sequence[Path] = ()) -> None:
         self.directory = directory
-        self.root_key = root_key
+        self.root_keys: list[Path] = list(root_keys)  # explicit root key files, in order
         self._signers: dict[str, CryptoSigner] = {}
 
+    @property
+    def root_key(self) -> Path | None:
+        return self.root_keys[0] if self.root_keys else None
+
+    @root_key.setter
+    def root_key(self, path: Path | None) -> None:
+        self.root_keys = [] if path is None else [path]
+
     def path(self, role: str) -> Path:
-        if role == "root" and self.root_key is not None:
-            return self.root_key
+        if role == "root":
+            return self.root_path(0)
         return self.directory / f"{role}-ed25519.pem"
+
+    def root_path(self, i: int) -> Path:
+        """Where the ``i``-th root key (from 0) is."""
+        if self.root_keys:
+            if i >= len(self.root_keys):
+                raise ConfigError(
+                    f"root key {i + 1} is needed but only {len(self.root_keys)} --root-key "
+                    "file(s) were given",
+                    "pass --root-key PATH once per root key",
+                )
+            return self.root_keys[i]
+        return self.directory / ("root-ed25519.pem" if i == 0 else f"root-{i + 1}-ed25519.pem")
 
     def exists(self, role: str) -> bool:
         return self.path(role).exists()
@@ -100,12 +122,52 @@ class TufKeys:
         _write_key(path, Ed25519PrivateKey.generate())
         return True
 
+    def create_root(self, count: int) -> list[str]:
+        """The first ``count`` root keys, created where missing; the names of those created."""
+        created = []
+        for i in range(count):
+            path = self.root_path(i)
+            if not path.exists():
+                _write_key(path, Ed25519PrivateKey.generate())
+                created.append("root" if i == 0 else f"root-{i + 1}")
+        return created
+
     def signer(self, role: str) -> CryptoSigner:
         got = self._signers.get(role)
         if got is None:
             got = _load_signer(self.path(role), role)
             self._signers[role] = got
         return got
+
+    def root_signer(self, i: int) -> CryptoSigner:
+        return _load_signer(self.root_path(i), "root")
+
+    def root_files(self) -> dict[str, tuple[Path, CryptoSigner]]:
+        """keyid → (file, signer) of every root key file present here (or given)."""
+        if self.root_keys:
+            paths = [p for p in self.root_keys if p.exists()]
+        else:
+            paths = sorted(self.directory.glob("root*-ed25519.pem"))
+        out: dict[str, tuple[Path, CryptoSigner]] = {}
+        for path in paths:
+            signer = _load_signer(path, "root")
+            out.setdefault(signer.public_key.keyid, (path, signer))
+        return out
+
+    def root_signers(self, keys: Sequence[Key], threshold: int) -> list[CryptoSigner]:
+        """Signers for ``threshold`` (at least) of the root ``keys``, or a ConfigError saying
+        how many are missing."""
+        files = self.root_files()
+        found = [files[k.keyid][1] for k in keys if k.keyid in files]
+        if len(found) < threshold:
+            where = ", ".join(str(p) for p in self.root_keys) or str(self.directory)
+            raise ConfigError(
+                f"signing a new root needs {threshold} of the {len(keys)} root keys; "
+                f"{len(found)} found (in {where})",
+                "put the offline root keys back there for this command (or pass --root-key "
+                "PATH once per key)",
+            )
+        return found
 
     def public(self, role: str) -> Key:
         return self.signer(role).public_key
@@ -115,20 +177,31 @@ class TufKeys:
 
     def stage(self, role: str) -> tuple[Path, CryptoSigner]:
         """A new key for ``role`` beside the current one (``….pem.new``), not yet in use."""
-        path = self.path(role).with_name(self.path(role).name + ".new")
+        return self.stage_at(self.path(role), role)
+
+    def stage_at(self, current: Path, role: str) -> tuple[Path, CryptoSigner]:
+        path = current.with_name(current.name + ".new")
         path.unlink(missing_ok=True)
         _write_key(path, Ed25519PrivateKey.generate())
         return path, _load_signer(path, role)
 
-    def promote(self, role: str, staged: Path, old_keyid: str) -> Path:
+    def promote(self, role: str, staged: Path, old_keyid: str) -> Path | None:
         """Retire the current key file (kept as ``….<keyid>.retired.pem`` for the admin to
         destroy or archive) and put the staged one in its place."""
-        current = self.path(role)
-        retired = current.with_name(f"{role}-ed25519.{old_keyid[:16]}.retired.pem")
+        return self.promote_at(self.path(role), staged, old_keyid)
+
+    def promote_at(self, current: Path, staged: Path, old_keyid: str | None) -> Path | None:
+        """``promote`` for any key file; the retired file, None when there was none (a lost
+        root key replaced)."""
+        retired = None
         if current.exists():
+            if old_keyid is None:
+                old_keyid = _load_signer(current, "root").public_key.keyid
+            stem = current.name.removesuffix(".pem")
+            retired = current.with_name(f"{stem}.{old_keyid[:16]}.retired.pem")
             os.replace(current, retired)
         os.replace(staged, current)
-        self._signers.pop(role, None)
+        self._signers.clear()
         return retired
 
 
@@ -686,10 +759,17 @@ class TufService:
 
     # admin: init, rotate, status -------------------------------------------------------------
 
-    async def init_index(self, index: IndexInfo, bins: int = DEFAULT_BINS) -> list[str]:
-        """Start publishing signed metadata for ``index``: keys created when missing, root,
-        targets, every bin, snapshot and timestamp signed, then every project the index can
-        list signed. Returns the key roles created."""
+    async def init_index(
+        self,
+        index: IndexInfo,
+        bins: int = DEFAULT_BINS,
+        root_keys: int = 1,
+        root_threshold: int = 1,
+    ) -> list[str]:
+        """Start publishing signed metadata for ``index``: keys created when missing (``root_keys``
+        root keys, ``root_threshold`` of which sign each root), root, targets, every bin,
+        snapshot and timestamp signed, then every project the index can list signed. Returns
+        the key roles created."""
         if index.kind.is_conda:
             raise InvalidRequest(
                 f"{index.name!r} is a conda channel", "TUF signing covers PyPI indexes"
@@ -698,8 +778,16 @@ class TufService:
             bit_length = T.bit_length_for(bins)
         except ValueError as exc:
             raise InvalidRequest(str(exc), "e.g. --bins 1024 (PEP 458 suggests 16384)") from None
-        created = [role for role in T.KEY_ROLES if self.keys.create(role)]
+        if not 1 <= root_threshold <= root_keys:
+            raise InvalidRequest(
+                f"a root threshold of {root_threshold} with {root_keys} root key(s)",
+                "the threshold is 1 to the number of root keys, e.g. --root-keys 3 "
+                "--root-threshold 2",
+            )
+        created = self.keys.create_root(root_keys)
+        created += [role for role in T.KEY_ROLES if role != "root" and self.keys.create(role)]
         keys = {role: self.keys.public(role) for role in T.TOP_ROLES}
+        root_signers = [self.keys.root_signer(i) for i in range(root_keys)]
         now = _now()
         async with self._lock, self._sessions() as s, s.begin():
             exists = await s.get(TufRepoRow, index.id)
@@ -709,7 +797,14 @@ class TufService:
                     f"see `stockade tuf status {index.name}`; keys change with "
                     "`stockade tuf rotate ROLE`",
                 )
-            root = T.build_root(keys, 1, now + T.ROOT_EXPIRY, [self.keys.signer("root")])
+            root = T.build_root(
+                keys,
+                1,
+                now + T.ROOT_EXPIRY,
+                root_signers,
+                root_keys=[signer.public_key for signer in root_signers],
+                root_threshold=root_threshold,
+            )
             targets = T.build_targets(
                 self.keys.public("bins"),
                 bit_length,
@@ -744,6 +839,8 @@ class TufService:
             index=index.name,
             bins=bins,
             keys={r: self.keys.public(r).keyid for r in T.KEY_ROLES},
+            root_keys=[signer.public_key.keyid for signer in root_signers],
+            root_threshold=root_threshold,
             created=created,
         )
         self.index_changed(index.name)
@@ -751,44 +848,68 @@ class TufService:
         return created
 
     async def rotate(self, role: str) -> dict[str, Any]:
-        """Replace ``role``'s key in every signed index: a new root version (signed by the old
-        and the new root key when the root key changes), and the documents the role signs
-        re-signed. Clients follow through the root chain."""
+        """Replace ``role``'s key in every signed index: a new root version and the documents
+        the role signs re-signed. Every new root is signed by a threshold of the current root
+        keys; rotating ``root`` replaces each root key (the same count and threshold) and the
+        new root carries the signatures of the old keys and of the new ones, as TUF requires
+        for clients holding the old root to follow the chain."""
         if role not in T.KEY_ROLES:
             raise InvalidRequest(f"unknown TUF role {role!r}", f"one of {', '.join(T.KEY_ROLES)}")
         enabled = await self.enabled()
         if not enabled:
             raise NotFound("no index publishes TUF metadata", "run `stockade tuf init INDEX`")
-        old = self.keys.signer(role)
-        root_signer = self.keys.signer("root")  # fails early when the root key is offline
+        old = None if role == "root" else self.keys.signer(role)
+        if not self.keys.root_files():  # fails early (and says where) when they are offline
+            self.keys.signer("root")
         targets_signer = self.keys.signer("targets") if role in ("targets", "bins") else None
-        staged, new = self.keys.stage(role)
+        staged: dict[Path, tuple[Path, CryptoSigner]] = {}  # current file → the new key
+
+        def stage(current: Path) -> CryptoSigner:
+            got = staged.get(current)
+            if got is None:
+                got = staged[current] = self.keys.stage_at(current, role)
+            return got[1]
+
+        new = None if role == "root" else stage(self.keys.path(role))
+        roots: dict[str, list[str]] = {"old": [], "new": []}
         try:
             async with self._lock, self._sessions() as s, s.begin():
                 for index_id in enabled.values():
                     row = await self._lock_repo(s, index_id)
                     if row is None:
                         continue
-                    await self._rotate_one(s, row, role, old, new, root_signer, targets_signer)
+                    await self._rotate_one(s, row, role, new, stage, targets_signer, roots)
         except BaseException:
-            staged.unlink(missing_ok=True)
+            for path, _ in staged.values():
+                path.unlink(missing_ok=True)
             raise
-        retired = self.keys.promote(role, staged, old.public_key.keyid)
+        old_ids = [old.public_key.keyid] if old is not None else list(dict.fromkeys(roots["old"]))
+        new_ids = [signer.public_key.keyid for _, signer in staged.values()]
+        retired = [
+            str(done)
+            for current, (path, _) in staged.items()
+            if (done := self.keys.promote_at(current, path, old.public_key.keyid if old else None))
+        ]
         self._meta.clear()
         self._audit.record(
             "tuf.rotate",
             role=role,
-            old_keyid=old.public_key.keyid,
-            new_keyid=new.public_key.keyid,
+            old_keyid=old_ids[0],
+            new_keyid=new_ids[0],
+            old_keyids=old_ids,
+            new_keyids=new_ids,
             indexes=sorted(enabled),
         )
         await self._audit.flush()
         return {
             "role": role,
-            "old_keyid": old.public_key.keyid,
-            "new_keyid": new.public_key.keyid,
+            "old_keyid": old_ids[0],
+            "new_keyid": new_ids[0],
+            "old_keyids": old_ids,
+            "new_keyids": new_ids,
             "indexes": sorted(enabled),
-            "retired_key": str(retired),
+            "retired_key": retired[0] if retired else None,
+            "retired_keys": retired,
         }
 
     async def _rotate_one(
@@ -796,28 +917,39 @@ class TufService:
         s: AsyncSession,
         row: TufRepoRow,
         role: str,
-        old: Signer,
-        new: CryptoSigner,
-        root_signer: Signer,
+        new: CryptoSigner | None,
+        stage: Callable[[Path], CryptoSigner],
         targets_signer: Signer | None,
+        roots: dict[str, list[str]],
     ) -> None:
         now = _now()
         root = await self._load(s, row.index_id, "root", row.root_version)
         keys = T.root_keys(root)
+        root_keys, threshold = T.root_role(root)
         if role != "bins":
-            keys[role] = new.public_key
-            signers = [old, new] if role == "root" else [root_signer]
+            signers = self.keys.root_signers(root_keys, threshold)
+            if role == "root":
+                roots["old"] += [k.keyid for k in root_keys]
+                fresh = [stage(self.keys.root_path(i)) for i in range(len(root_keys))]
+                root_keys = [signer.public_key for signer in fresh]
+                signers += fresh
+            else:
+                assert new is not None
+                keys[role] = new.public_key
             row.root_version += 1
-            self._put(
-                s,
-                row.index_id,
-                "root",
+            doc = T.build_root(
+                keys,
                 row.root_version,
-                T.build_root(keys, row.root_version, now + T.ROOT_EXPIRY, signers),
+                now + T.ROOT_EXPIRY,
+                signers,
+                root_keys=root_keys,
+                root_threshold=threshold,
             )
+            self._put(s, row.index_id, "root", row.root_version, doc)
         targets: bytes | None = None
         bins: list[str] = []
         if role in ("targets", "bins"):
+            assert new is not None
             bins_key = new.public_key if role == "bins" else self.keys.public("bins")
             signer = new if role == "targets" else targets_signer
             assert signer is not None
@@ -830,6 +962,7 @@ class TufService:
         # The online signers of this transaction are the new keys where they changed.
         saved = dict(self.keys._signers)
         if role in T.ONLINE_ROLES:
+            assert new is not None
             self.keys._signers[role] = new
         try:
             await self._publish(s, row, bins, targets=targets)
@@ -852,6 +985,16 @@ class TufService:
         keys: dict[str, dict[str, Any]] = {}
         for role, key in T.root_keys(root).items():
             keys[role] = {"keyid": key.keyid, "key_file": self._key_file(role, key.keyid)}
+        root_keys, threshold = T.root_role(root)
+        try:
+            files = self.keys.root_files()
+        except StockadeError:
+            files = {}
+        keys["root"]["threshold"] = threshold
+        keys["root"]["keys"] = []
+        for k in root_keys:
+            where = str(files[k.keyid][0]) if k.keyid in files else "offline"
+            keys["root"]["keys"].append({"keyid": k.keyid, "key_file": where})
         bins_id = T.bins_keyid(targets)
         keys["bins"] = {"keyid": bins_id, "key_file": self._key_file("bins", bins_id)}
         return TufStatus(
