@@ -49,7 +49,7 @@ from stockade.adapters.pypi import UpstreamIndex
 from stockade.core.provenance import Publisher
 from stockade.core.simple import FileEntry, ProjectPage, version_from_filename
 from stockade.db.models import FileProvenanceRow
-from stockade.errors import StockadeError, UpstreamUnavailable
+from stockade.errors import StockadeError
 from stockade.services.audit import AuditLog
 from stockade.services.repo import IndexInfo, utcnow
 from stockade.types import IndexKind
@@ -130,7 +130,9 @@ def verify_provenance(data: bytes, filename: str, sha256: str) -> Verified:
     return Verified(bytes(data), tuple(publishers))
 
 
-def publisher_from_certificate(att: Attestation) -> GitHubPublisher | GitLabPublisher | GooglePublisher:
+def publisher_from_certificate(
+    att: Attestation,
+) -> GitHubPublisher | GitLabPublisher | GooglePublisher:
     """The Trusted Publisher whose identity signed ``att``, read from its Fulcio certificate
     (issuer, source repository and build config claims; the e-mail of a Google service
     account). Other identities (a person's e-mail, another CI) are refused: an upload is
@@ -138,7 +140,9 @@ def publisher_from_certificate(att: Attestation) -> GitHubPublisher | GitLabPubl
     try:
         claims = att.certificate_claims
     except Exception as exc:
-        raise ProvenanceError(f"the attestation's certificate is unreadable: {_short(exc)}") from exc
+        raise ProvenanceError(
+            f"the attestation's certificate is unreadable: {_short(exc)}"
+        ) from exc
     issuer = claims.get(_ISSUER)
     source = claims.get(_SOURCE_REPOSITORY, "")
     build = claims.get(_BUILD_CONFIG, "")
@@ -195,7 +199,8 @@ def verify_attestations(data: str | bytes, filename: str, sha256: str) -> Verifi
         bundles.setdefault(who, (model, []))[1].append(att)
     prov = Provenance(
         attestation_bundles=[
-            AttestationBundle(publisher=model, attestations=atts) for model, atts in bundles.values()
+            AttestationBundle(publisher=model, attestations=atts)
+            for model, atts in bundles.values()
         ]
     )
     return Verified(prov.model_dump_json().encode(), tuple(bundles))
@@ -351,18 +356,18 @@ class ProvenanceService:
     ) -> ProvenanceRecord:
         assert entry.provenance is not None
         if not entry.sha256:
-            reason = "the upstream publishes no sha256 for the file, so its provenance cannot bind it"
+            reason = "the upstream publishes no sha256 for the file: no provenance can bind it"
             return await self._store(origin, project, entry, None, reason)
+        why: str | None = None
         async with self._sem:
             body = await self._upstream(origin).fetch_document(entry.provenance, DOCUMENT_MAX)
             try:
                 verified: Verified | None = await anyio.to_thread.run_sync(
                     verify_provenance, body, entry.filename, entry.sha256
                 )
-                reason = None
             except ProvenanceError as exc:
-                verified, reason = None, str(exc)
-        return await self._store(origin, project, entry, verified, reason)
+                verified, why = None, str(exc)
+        return await self._store(origin, project, entry, verified, why)
 
     async def _store(
         self,
@@ -461,10 +466,14 @@ class ProvenanceService:
                 out[f.filename] = _refusal(f.filename, rec)
         for origin in pending:
             for name, rec in (await self.known(origin, page.name)).items():
-                f = page.file(name)
-                if f is not None and rec.status == "failed" and (f.origin or index) == origin:
-                    if rec.sha256 == (f.sha256 or "").lower():
-                        out[name] = _refusal(name, rec)
+                listed = page.file(name)
+                if (
+                    listed is not None
+                    and rec.status == "failed"
+                    and (listed.origin or index) == origin
+                    and rec.sha256 == (listed.sha256 or "").lower()
+                ):
+                    out[name] = _refusal(name, rec)
         return out
 
     async def document(self, index: str, filename: str) -> bytes | None:
@@ -493,26 +502,23 @@ class ProvenanceService:
             )
         )
         s.add(
-            _row(
-                index, project, filename, sha256, verified=verified, reason=None, source="upload"
-            )
+            _row(index, project, filename, sha256, verified=verified, reason=None, source="upload")
         )
 
-    async def forget(self, index: str, filenames: Sequence[str]) -> None:
-        """Deleted files of a private index lose their provenance."""
+    async def forget_in(self, s: AsyncSession, index: str, filenames: Sequence[str]) -> None:
+        """Deleted files of a private index lose their provenance (in the delete's
+        transaction)."""
         if not filenames:
             return
-        async with self._sessions() as s, s.begin():
-            await s.execute(
-                delete(FileProvenanceRow).where(
-                    FileProvenanceRow.index_name == index,
-                    FileProvenanceRow.filename.in_(list(filenames)),
-                )
+        await s.execute(
+            delete(FileProvenanceRow).where(
+                FileProvenanceRow.index_name == index,
+                FileProvenanceRow.filename.in_(list(filenames)),
             )
+        )
         for name in filenames:
             self._known.pop((index, name), None)
 
 
 def _refusal(filename: str, rec: ProvenanceRecord) -> str:
     return f"provenance of {filename} failed verification: {rec.reason}; not served"
-

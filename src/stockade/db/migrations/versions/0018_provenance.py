@@ -39,9 +39,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("index_name", "filename"),
     )
     with op.batch_alter_table("file_provenance", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_file_provenance_project", ["index_name", "project"], unique=False
-        )
+        batch_op.create_index("ix_file_provenance_project", ["index_name", "project"], unique=False)
 
 
 def downgrade() -> None:
