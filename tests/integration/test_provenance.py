@@ -166,6 +166,9 @@ def test_mirror_serves_verified_provenance_and_refuses_a_forged_one(
         assert "failed verification" in r.text
         listed = c.get("/pypi/up/simple/forged/", headers=JSON_ACCEPT).json()["files"][0]
         assert "failed verification" in listed["yanked"]  # resolvers skip it, pins show why
+        rows = c.get("/api/v1/indexes/up/provenance/forged").json()
+        assert [(r["filename"], r["status"]) for r in rows] == [(forged.name, "failed")]
+        assert "does not match distribution name" in rows[0]["reason"]
     rejected = audit(srv, "provenance.rejected")
     assert [(e["project"], e["filename"]) for e in rejected] == [("forged", forged.name)]
     assert "does not match distribution name" in rejected[0]["detail"]["reason"]
@@ -208,6 +211,12 @@ def test_provenance_policy_rules_block_with_the_rule_named(
     srv.cli("policy", "set", "up", "--file", str(policy))
     explained = json.loads(srv.cli("policy", "explain", "up", "sigstore", "--json").stdout)
     assert explained[0]["allowed"] is True
+    rows = json.loads(srv.cli("threats", "provenance", "up", "sigstore", "--json").stdout)
+    assert [(r["filename"], r["status"], r["publishers"][0]["repository"]) for r in rows] == [
+        (SIGSTORE, "verified", "sigstore/sigstore-python")
+    ]
+    shown = srv.cli("threats", "provenance", "up", "plainpkg").stdout
+    assert plain.name in shown and "none" in shown
 
 
 def test_upload_with_attestations_that_do_not_verify_is_refused(

@@ -476,6 +476,37 @@ class ProvenanceService:
                     out[name] = _refusal(name, rec)
         return out
 
+    async def report(
+        self, index: str, page: ProjectPage, *, verify: bool = False
+    ) -> list[dict[str, Any]]:
+        """Per file of a page: its provenance status (verified | failed | pending: offered,
+        not verified yet | none), publishers and the reason of a refusal. ``verify`` first
+        verifies what is not verified yet (as a policy decision does)."""
+        recs = await self.learn(index, page) if verify else {}
+        known: dict[str, dict[str, ProvenanceRecord]] = {}
+        out: list[dict[str, Any]] = []
+        for f in page.files:
+            origin = f.origin or index
+            rec = recs.get(f.filename)
+            if rec is None and f.provenance is not None:
+                if origin not in known:
+                    known[origin] = await self.known(origin, page.name)
+                got = known[origin].get(f.filename)
+                if got is not None and got.sha256 == (f.sha256 or "").lower():
+                    rec = got
+            status = rec.status if rec else ("pending" if f.provenance is not None else "none")
+            out.append(
+                {
+                    "filename": f.filename,
+                    "index": origin,
+                    "status": status,
+                    "publishers": [p.as_dict() for p in rec.publishers] if rec else [],
+                    "reason": rec.reason if rec else None,
+                    "verified_at": rec.verified_at.isoformat() if rec and rec.verified_at else None,
+                }
+            )
+        return out
+
     async def document(self, index: str, filename: str) -> bytes | None:
         """The verified provenance object of a file, as served to clients."""
         async with self._sessions() as s:

@@ -950,6 +950,19 @@ async def api_scan_report(request: Request) -> Response:
     return _json(got.as_dict())
 
 
+async def api_provenance(request: Request) -> Response:
+    """PEP 740 provenance of a project's files (``?verify=1`` verifies what is pending)."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    _pypi_only(index)
+    runtime = rt(request)
+    served = await runtime.pages.project_page(
+        index, canonicalize_name(request.path_params["project"])
+    )
+    verify = request.query_params.get("verify") in ("1", "true", "yes")
+    page = served.unfiltered or served.page
+    return _json(await runtime.provenance.report(index.name, page, verify=verify))
+
+
 async def api_identity(request: Request) -> Response:
     """Publishers, owners and author-impersonation findings of a project on a mirror index."""
     index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
@@ -1199,6 +1212,7 @@ def create_app(settings: Settings) -> Any:
         ),
         Route("/api/v1/scans/{sha256}", api_scan_report),
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
+        Route("/api/v1/indexes/{index}/provenance/{project}", api_provenance),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
         Route("/api/v1/jobs", api_jobs),
