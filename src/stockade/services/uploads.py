@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from stockade.types import IndexKind, canonicalize_name
 
 if TYPE_CHECKING:
     from stockade.services.identity import IdentityService
+
+log = logging.getLogger("stockade.uploads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +177,17 @@ class UploadService:
                 self._threats.enqueue(sha, form.filename)
             publisher = verified.publishers[0].label if verified and verified.publishers else None
             if self.identity is not None:
-                await self.identity.record_version(
-                    index.name,
-                    canonicalize_name(meta.name),
-                    meta.version,
-                    publisher,
-                    verified is not None,
-                    info.upload_time,
-                )
+                try:
+                    await self.identity.record_version(
+                        index.name,
+                        canonicalize_name(meta.name),
+                        meta.version,
+                        publisher,
+                        verified is not None,
+                        info.upload_time,
+                    )
+                except Exception:  # the file is stored; the publisher record is a check
+                    log.exception("recording the publisher of %s failed", form.filename)
             self._pages.clear()
             self._changed(index, canonicalize_name(meta.name))
             self._audit.record(
