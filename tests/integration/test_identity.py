@@ -1,5 +1,5 @@
-"""Author impersonation through a mirror: publishers (PEP 740 provenance) and owners recorded,
-changes found, and a policy blocking the suspicious versions with the rule named.
+"""Author impersonation through a mirror: owners recorded, changes found, and a policy blocking
+the suspicious versions with the rule named; publishers only from verified PEP 740 provenance.
 
 The upstream is the test's own: simple pages whose files carry ``provenance`` URLs, the
 provenance documents, and a PyPI-style JSON API answer per project.
@@ -8,7 +8,6 @@ provenance documents, and a PyPI-style JSON API answer per project.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 
 from tests.builders import build_wheel, write_simple_tree
 from tests.conftest import Server
-from tests.integration.test_clients import installed, pip
 from tests.upstream import Upstream
 
 NOW = datetime.now(UTC)
@@ -113,9 +111,13 @@ def report(srv: Server, project: str, *extra: str) -> dict[str, Any]:
     return out
 
 
-def test_publisher_change_is_found_in_the_background_and_blocked_by_policy(
+def test_unsigned_provenance_names_no_publisher_and_its_files_are_refused(
     server: Server, identity_upstream: Upstream, tmp_path: Path
 ) -> None:
+    """Publishers come from verified PEP 740 provenance only: these documents name
+    publishers but carry no attestations, so no publisher is recorded (no publisher-changed
+    finding from a claim anyone can write) and their files are refused with the reason. The
+    publisher-change finding from verified provenance is in test_provenance.py."""
     srv = server
     srv.cli("index", "create", "up", "--mirror", identity_upstream.simple_url)
     policy = tmp_path / "p.toml"
@@ -124,46 +126,21 @@ def test_publisher_change_is_found_in_the_background_and_blocked_by_policy(
     token = srv.token("up")
     with srv.http(token) as c:
         assert c.get("/pypi/up/simple/acme-tool/").status_code == 200
-    # the mirror records publishers and owners in the background after fetching the page
-    deadline = time.monotonic() + 60
-    rep = report(srv, "acme-tool")
-    while time.monotonic() < deadline and not rep["findings"]:
-        time.sleep(0.5)
-        rep = report(srv, "acme-tool")
-    publishers = {v["version"]: v["publisher"] for v in rep["versions"]}
-    assert publishers == {
-        "1.0": "GitHub:acme/acme-tool",
-        "1.1": "GitHub:acme/acme-tool",
-        "1.2": "GitHub:mallory/acme-tool",
+    rep = report(srv, "acme-tool", "--refresh")
+    assert {v["version"]: (v["publisher"], v["provenance"]) for v in rep["versions"]} == {
+        "1.0": (None, False),
+        "1.1": (None, False),
+        "1.2": (None, False),
     }
     assert rep["owners"][0]["users"] == ["alice"]
-    assert [(f["rule"], f["version"]) for f in rep["findings"]] == [
-        ("impersonation:publisher-changed", "1.2")
-    ]
+    assert rep["findings"] == []
     with srv.http(token) as c:
-        r = c.get("/pypi/up/files/acme-tool/acme_tool-1.2-py3-none-any.whl")
-        assert r.status_code == 403, r.text
-        assert "impersonation:publisher-changed" in r.text
-        assert "GitHub:mallory/acme-tool" in r.text
         r = c.get("/pypi/up/files/acme-tool/acme_tool-1.1-py3-none-any.whl")
-        assert r.status_code == 200
-    pip(
-        "install",
-        "--index-url",
-        srv.index_url("up", token),
-        "--target",
-        str(tmp_path / "t"),
-        "acme-tool",
-    )
-    assert installed(tmp_path / "t") == {"acme_tool-1.1.dist-info"}
-    explained = json.loads(srv.cli("policy", "explain", "up", "acme-tool", "1.2", "--json").stdout)
-    assert "impersonation:publisher-changed" in explained[0]["blocked_by"][0]
-    shown = srv.cli("threats", "identity", "up", "acme-tool").stdout
-    assert "SUSPICIOUS impersonation:publisher-changed (version 1.2)" in shown
-    found = json.loads(srv.cli("audit", "list", "--action", "threat.finding", "--json").stdout)
-    assert [(e["project"], e["detail"]["rule"]) for e in found] == [
-        ("acme-tool", "impersonation:publisher-changed")
-    ]
+        assert r.status_code == 403, r.text
+        assert "failed verification" in r.text
+        assert "has no attestations" in r.text
+    found = json.loads(srv.cli("audit", "list", "--action", "provenance.rejected", "--json").stdout)
+    assert found and {e["project"] for e in found} == {"acme-tool"}
 
 
 def test_new_project_claiming_a_popular_homepage_is_flagged(

@@ -86,3 +86,25 @@ class UpstreamIndex:
                 f"cannot reach upstream {url}: {type(exc).__name__}: {exc}",
                 "check the network and the mirror's upstream URL",
             ) from exc
+
+    async def fetch_document(self, url: str, cap: int) -> bytes:
+        """A small document the upstream links from its pages (a PEP 740 provenance object),
+        at most ``cap`` bytes. UpstreamUnavailable when it cannot be had."""
+        try:
+            async with self.client.stream("GET", url, headers={"Accept": "application/json"}) as r:
+                if r.status_code != 200:
+                    raise UpstreamUnavailable(
+                        f"upstream answered {r.status_code} for {url}",
+                        "try again later; nothing that depends on it is served meanwhile",
+                    )
+                body = bytearray()
+                async for chunk in r.aiter_bytes():
+                    body.extend(chunk)
+                    if len(body) > cap:
+                        raise PayloadTooLarge(f"{url} exceeds {cap} bytes")
+                return bytes(body)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(
+                f"cannot reach upstream {url}: {type(exc).__name__}: {exc}",
+                "check the network and the mirror's upstream URL",
+            ) from exc

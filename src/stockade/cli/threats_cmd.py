@@ -297,3 +297,51 @@ def identity(
     for f in findings:
         where = f"version {f['version']}" if f["version"] else "every version"
         typer.echo(f"{f['tier'].upper()} {f['rule']} ({where}): {f['message']}")
+
+
+@app.command("provenance")
+def provenance(
+    index: str = typer.Argument(..., help="A PyPI index (mirror, private or virtual)."),
+    project: str = typer.Argument(..., help="The project."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Fetch and verify the provenance not verified yet (mirrors)."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """PEP 740 provenance of PROJECT's files: verified (with the Trusted Publisher), failed
+    (with the reason: the file is not served), pending (offered upstream, not verified yet) or
+    none (also `GET /api/v1/indexes/INDEX/provenance/PROJECT`)."""
+    from packaging.utils import canonicalize_name
+
+    async def go(r: Runtime) -> list[dict[str, object]]:
+        info = await r.indexes.get(index)
+        served = await r.pages.project_page(info, canonicalize_name(project))
+        page = served.unfiltered or served.page
+        return await r.provenance.report(info.name, page, verify=verify)
+
+    rows = run(go)
+    if json:
+        print_json(rows)
+        return
+
+    def publishers(row: dict[str, object]) -> str:
+        pubs = row["publishers"]
+        assert isinstance(pubs, list)
+        return ", ".join(
+            f"{p['kind']}:{p['repository'] or p['email']}"
+            + (f" ({p['workflow']})" if p["workflow"] else "")
+            for p in pubs
+        )
+
+    print_table(
+        f"{canonicalize_name(project)} on {index}: PEP 740 provenance",
+        ["file", "status", "publisher / reason"],
+        [
+            [
+                str(row["filename"]),
+                str(row["status"]).upper() if row["status"] == "failed" else str(row["status"]),
+                str(row["reason"]) if row["status"] == "failed" else publishers(row) or "-",
+            ]
+            for row in rows
+        ],
+    )

@@ -27,6 +27,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from stockade.core.provenance import provenance_href
+
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -57,8 +59,10 @@ class FileEntry:
     # the upstream offers none, and without it pip would download the file (403) before it
     # could show the reason. Never set on a file that can be downloaded.
     synthetic_metadata: bool = False
-    # The upstream's PEP 740 provenance URL for this file (mirrors); never rendered: Stockade
-    # records the publisher it names (author-impersonation checks).
+    # Where the file's PEP 740 provenance comes from: the upstream's URL (mirrors) or "stored"
+    # (uploaded with attestations). Never rendered as is: pages point at Stockade's own
+    # ``integrity/<project>/<filename>/provenance``, which serves the document only once it
+    # has been verified (services/provenance.py).
     provenance: str | None = None
 
     @property
@@ -219,6 +223,8 @@ def render_json(page: ProjectPage) -> bytes:
             entry["size"] = f.size
         if f.upload_time:
             entry["upload-time"] = f.upload_time
+        if f.provenance is not None:  # PEP 740
+            entry["provenance"] = provenance_href(page.name, f.filename)
         files.append(entry)
     doc: dict[str, Any] = {
         "meta": {"api-version": API_VERSION},
@@ -262,6 +268,8 @@ def render_html(page: ProjectPage) -> bytes:
         yanked = f.shown_yanked
         if yanked is not False:
             attrs.append(f'data-yanked="{esc(yanked if isinstance(yanked, str) else "")}"')
+        if f.provenance is not None:  # PEP 740
+            attrs.append(f'data-provenance="{esc(provenance_href(page.name, f.filename))}"')
         out.append(f"<a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
     out.append("</body>\n</html>\n")
     return "".join(out).encode()

@@ -396,6 +396,36 @@ class VersionIdentityRow(Base):
     observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class FileProvenanceRow(Base):
+    """A file's PEP 740 provenance after verification (``status`` "verified": ``document`` is
+    the provenance object served to clients) or its refusal (``status`` "failed": ``reason``
+    says why; the file is not served). One row per file of an index (mirrored: fetched from the
+    upstream's ``provenance`` URL; private: the attestations of the upload)."""
+
+    __tablename__ = "file_provenance"
+    __table_args__ = (
+        UniqueConstraint("index_name", "filename"),
+        Index("ix_file_provenance_project", "index_name", "project"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # verified | failed
+    publisher_kind: Mapped[str | None] = mapped_column(String(32))
+    publisher_repository: Mapped[str | None] = mapped_column(String(512))
+    publisher_workflow: Mapped[str | None] = mapped_column(String(512))
+    publisher_environment: Mapped[str | None] = mapped_column(String(255))
+    publishers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    document: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)  # upstream URL, or "upload"
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ProjectOwnersRow(Base):
     """A mirrored project's owners, e-mails and links as its upstream's JSON API reported them;
     a new row only when something changed (append-only history)."""

@@ -42,6 +42,7 @@ from stockade.services.coordination import POLL, Coordination, Lock
 from stockade.services.indexes import IndexService
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
+from stockade.services.provenance import ProvenanceService
 from stockade.services.repo import IndexInfo
 from stockade.services.threats import ThreatService
 from stockade.settings import Settings
@@ -174,6 +175,8 @@ class FileService:
         self._tasks: set[asyncio.Task[None]] = set()
         # Called with (origin index, project) after a mirrored file was stored: TUF.
         self.on_stored: Callable[[IndexInfo, str], None] | None = None
+        # PEP 740: a mirrored file whose upstream offers provenance is served once it verified.
+        self.provenance: ProvenanceService | None = None
 
     async def entry(
         self, index: IndexInfo, project: NormalizedName, filename: str, *, blocked_ok: bool = False
@@ -208,6 +211,7 @@ class FileService:
     async def open(
         self, index: IndexInfo, project: NormalizedName, filename: str
     ) -> StoredFile | Streaming:
+        await self._check_provenance(index, project, filename)
         got = await self._open(index, project, filename)
         if self._threats is None or not await self._pages.needs_scan(index):
             if isinstance(got, StoredFile):
@@ -226,6 +230,30 @@ class FileService:
             self._pages.clear_project(project)
             await self.entry(index, project, filename)  # raises PolicyBlocked if the rule blocks
         return got
+
+    async def _check_provenance(
+        self, index: IndexInfo, project: NormalizedName, filename: str
+    ) -> None:
+        """Verify a mirrored file's PEP 740 provenance before its first byte is served; a
+        refused one blocks the file (PolicyBlocked with the reason), an unreachable one fails
+        the download (nothing is served whose offered provenance was not checked)."""
+        if self.provenance is None:
+            return
+        entry, origin = await self.entry(index, project, filename)
+        if entry.provenance is None or origin.kind is not IndexKind.MIRROR:
+            return
+        rec = await self.provenance.ensure(origin, project, entry)
+        if rec is None or rec.verified:
+            return
+        self._pages.clear_project(project)  # decide again: the refusal is now known
+        await self.entry(index, project, filename)  # raises PolicyBlocked with the reason
+        why = f"provenance of {filename} failed verification: {rec.reason}; not served"
+        raise PolicyBlocked(
+            why,
+            "the upstream's file or provenance is not what its publisher signed; alert security",
+            [why],
+            False,
+        )
 
     def _threats_enqueue(self, sha256: str, filename: str) -> None:
         if self._threats is not None and not self._threats.known(sha256):

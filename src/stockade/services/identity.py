@@ -45,7 +45,9 @@ from stockade.core.identity import (
 from stockade.core.simple import FileEntry, ProjectPage, version_key
 from stockade.core.threats.typosquat import PopularNames
 from stockade.db.models import ProjectOwnersRow, VersionIdentityRow
+from stockade.errors import StockadeError
 from stockade.services.audit import AuditLog
+from stockade.services.provenance import ProvenanceService
 from stockade.services.repo import IndexInfo, aware, utcnow
 from stockade.types import IndexKind
 
@@ -103,6 +105,8 @@ class IdentityService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sem = asyncio.Semaphore(CONCURRENCY)
         self._cache: dict[tuple[str, str], list[IdentityFinding]] = {}
+        # PEP 740: publishers are taken from verified provenance only (None: as reported).
+        self.provenance: ProvenanceService | None = None
 
     def clear(self) -> None:
         self._cache.clear()
@@ -140,7 +144,7 @@ class IdentityService:
         """Look at a mirrored project now; returns the findings that are new."""
         before = await self.findings(index.name, page.name)
         info = await self._project_info(index, page.name)
-        rows = await self._version_rows(index.name, page)  # network first, then one write
+        rows = await self._version_rows(index, page)  # network first, then one write
         now = utcnow()
         async with self._sessions() as s, s.begin():
             if info is not None:
@@ -152,15 +156,21 @@ class IdentityService:
                         s.add(row)
                 except IntegrityError:  # another process recorded it first
                     continue
-        self._cache.pop((index.name, page.name), None)
-        after = await self.findings(index.name, page.name)
+        return await self._announce(index.name, page.name, before)
+
+    async def _announce(
+        self, index: str, project: str, before: list[IdentityFinding]
+    ) -> list[IdentityFinding]:
+        """Audit the findings that are new since ``before``; re-decide pages if any."""
+        self._cache.pop((index, project), None)
+        after = await self.findings(index, project)
         known = {(f.rule, f.version) for f in before}
         new = [f for f in after if (f.rule, f.version) not in known]
         for f in new:
             self._audit.record(
                 "threat.finding",
-                index=index.name,
-                project=page.name,
+                index=index,
+                project=project,
                 version=f.version,
                 rule=f.rule,
                 tier=f.tier,
@@ -169,6 +179,35 @@ class IdentityService:
         if new:
             self._changed()
         return new
+
+    async def record_version(
+        self,
+        index: str,
+        project: str,
+        version: str,
+        publisher: str | None,
+        provenance: bool,
+        uploaded: datetime | None,
+    ) -> list[IdentityFinding]:
+        """Record who published a version (a private upload, with or without verified
+        attestations); the first file of a version decides. Returns the new findings."""
+        before = await self.findings(index, project)
+        try:
+            async with self._sessions() as s, s.begin():
+                s.add(
+                    VersionIdentityRow(
+                        index_name=index,
+                        project=project,
+                        version=version,
+                        publisher=publisher,
+                        provenance=provenance,
+                        uploaded_at=uploaded,
+                        observed_at=utcnow(),
+                    )
+                )
+        except IntegrityError:  # the version is recorded already
+            return []
+        return await self._announce(index, project, before)
 
     async def _get(self, url: str, cap: int) -> bytes | None:
         try:
@@ -232,8 +271,10 @@ class IdentityService:
             )
         )
 
-    async def _version_rows(self, index: str, page: ProjectPage) -> list[VersionIdentityRow]:
-        """Rows for the newest versions not recorded yet, with their provenance's publisher."""
+    async def _version_rows(self, info: IndexInfo, page: ProjectPage) -> list[VersionIdentityRow]:
+        """Rows for the newest versions not recorded yet, with their provenance's publisher
+        (verified: a refused provenance counts as none)."""
+        index = info.name
         async with self._sessions() as s:
             q = select(VersionIdentityRow.version).where(
                 VersionIdentityRow.index_name == index, VersionIdentityRow.project == page.name
@@ -252,7 +293,15 @@ class IdentityService:
             publisher: str | None = None
             provenance: bool | None = False if speaks_pep740 else None
             attested = next((f for f in files if f.provenance), None)
-            if attested is not None and attested.provenance:
+            if attested is not None and self.provenance is not None:
+                try:
+                    rec = await self.provenance.ensure(info, page.name, attested)
+                except StockadeError as exc:
+                    log.info("identity: provenance of %s: %s", attested.filename, exc.message)
+                    continue  # try again on the next look
+                provenance = rec is not None and rec.verified
+                publisher = rec.publisher.label if rec and rec.publisher else None
+            elif attested is not None and attested.provenance:
                 body = await self._get(attested.provenance, PROVENANCE_MAX)
                 if body is None:
                     continue  # try again on the next look

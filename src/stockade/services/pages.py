@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.adapters.pypi import UpstreamIndex
-from stockade.core.policy.model import Decision, member_block
+from stockade.core.policy.model import Decision, Reason, member_block
 from stockade.core.simple import (
     JSON_V1,
     FileEntry,
@@ -36,6 +36,7 @@ from stockade.services import repo
 from stockade.services.audit import AuditLog
 from stockade.services.indexes import IndexService
 from stockade.services.policies import PolicyService, parse_time
+from stockade.services.provenance import STORED, ProvenanceService
 from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
 from stockade.types import IndexKind, NormalizedName
@@ -137,6 +138,8 @@ class PageService:
         self.on_mirror_page: Callable[[IndexInfo, ProjectPage], None] | None = None
         # Called with every page built (None: the index has no such project): TUF signing.
         self.on_page: Callable[[IndexInfo, str, ServedPage | None], None] | None = None
+        # PEP 740: files whose provenance failed verification are refused, policy or not.
+        self.provenance: ProvenanceService | None = None
 
     def clear(self, index: str | None = None) -> None:
         if index is None:
@@ -235,13 +238,39 @@ class PageService:
         return served
 
     async def _apply_policy(self, index: IndexInfo, served: ServedPage) -> ServedPage:
-        """Keep only the files the index's policy allows; remember every decision."""
+        """Keep only the files the index's policy allows; remember every decision. Files
+        whose PEP 740 provenance failed verification are blocked whatever the policy says."""
         policy = await self._policies.current(index.name)
-        if policy is None:
-            return served
-        decisions = await self._policies.decide(
-            policy, served.page, index=index.name, complete=False
+        refused = (
+            await self.provenance.failures(index.name, served.page)
+            if self.provenance is not None
+            else {}
         )
+        if policy is None and not refused:
+            return served
+        if policy is not None:
+            decisions = await self._policies.decide(
+                policy, served.page, index=index.name, complete=False
+            )
+        else:
+            decisions = {f.filename: _ALLOWED for f in served.page.files}
+        for name, why in refused.items():
+            decisions[name] = Decision(False, (Reason(0, "provenance", "enforce", why),))
+        if policy is None:
+            listed = tuple(
+                f
+                if decisions[f.filename].allowed
+                else _listed_blocked(served.page, f, decisions[f.filename])
+                for f in served.page.files
+            )
+            return ServedPage(
+                page=replace(served.page, files=listed),
+                kind=served.kind,
+                fresh_until=served.fresh_until,
+                stale=served.stale,
+                decisions=decisions,
+                unfiltered=served.page,
+            )
         if policy.show_blocked:
             listed = tuple(
                 f
@@ -302,6 +331,11 @@ class PageService:
             files = await repo.list_files(s, index.id, project)
         if not files:
             return None
+        attested = (
+            await self.provenance.stored_files(index.name, project)
+            if self.provenance is not None
+            else set()
+        )
         entries = tuple(
             FileEntry(
                 filename=f.filename,
@@ -314,6 +348,7 @@ class PageService:
                 size=f.size,
                 upload_time=f.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 origin=index.name,
+                provenance=STORED if f.filename in attested else None,
             )
             for f in files
         )
@@ -478,6 +513,9 @@ class PageService:
             if index.kind is IndexKind.PRIVATE:
                 return await repo.list_projects(s, index.id)
             return await repo.mirror_projects(s, index.id)
+
+
+_ALLOWED = Decision(True)
 
 
 def _listed_blocked(page: ProjectPage, f: FileEntry, decision: Decision) -> FileEntry:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stockade.core.auth import parse_duration
 from stockade.core.policy import FileFacts, Policy, VulnFact, evaluate, parse_policy
 from stockade.core.policy.model import Decision, FindingFact, add_custom, member_block
+from stockade.core.provenance import Publisher
 from stockade.core.simple import FileEntry, ProjectPage
 from stockade.core.threats.typosquat import PopularNames, check_name
 from stockade.core.vulns.versions import PYPI
@@ -37,6 +38,7 @@ from stockade.services.vulndb import VulnDB
 
 if TYPE_CHECKING:
     from stockade.services.identity import IdentityService
+    from stockade.services.provenance import ProvenanceService
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +265,7 @@ class PolicyService:
         self._popular_path = popular_path
         self._popular: PopularNames | None = None
         self.identity: IdentityService | None = None  # author-impersonation findings
+        self.provenance: ProvenanceService | None = None  # PEP 740 facts
         self._cache: dict[str, Policy | None] = {}
         self._exc_cache: dict[str, list[PolicyException]] = {}
         self._approval_cache: dict[str, list[PolicyApproval]] = {}
@@ -514,7 +517,13 @@ class PolicyService:
             if self._threats is not None and policy.needs_scan
             else {}
         )
+        prov = (
+            await self.provenance.learn(index, page)
+            if self.provenance is not None and policy.needs_provenance
+            else {}
+        )
         squats = self._squats(page.name) if policy.needs_scan else ()
+        prov_needed = policy.needs_provenance
         posing = await self._impersonation(page, index) if policy.needs_scan else {}
         squats += posing.get(None, ())
         per_version: dict[str | None, tuple[tuple[FindingFact, ...], bool, Any]] = {}
@@ -546,24 +555,33 @@ class PolicyService:
             uploaded = parse_time(f.upload_time) if needs_time else None
             # Everything the non-custom rules read, beyond the version: files of a version
             # that agree on it get the same verdict, decided once.
+            rec = prov.get(f.filename)
+            attested: tuple[bool | None, tuple[Publisher, ...]] = (
+                (rec.verified, rec.publishers)
+                if rec is not None
+                else (None if f.provenance is not None and prov_needed else False, ())
+            )
             key = (
                 fv,
                 f.yanked,
                 uploaded if uploaded is not None and now - uploaded < recent else None,
                 (m.license, True) if m is not None else (None, False),
                 scanned,
+                attested,
             )
             facts = None
             base = bases.get(key)
             if base is None:
                 facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
                 facts.approved = approved_v
+                facts.provenance, facts.publishers = attested
                 base = bases[key] = evaluate(policy, facts, now, memo, custom=False)
             decision = base
             if has_custom and (complete or not base.blocks):
                 if facts is None:
                     facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
                     facts.approved = approved_v
+                    facts.provenance, facts.publishers = attested
                 decision = add_custom(policy, base, facts, now, memo)
             if not decision.allowed and exc is not None:
                 until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"

@@ -34,6 +34,7 @@ from stockade.services.jobs import JobQueue, Periodic, Task, make_queue
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
 from stockade.services.policies import PolicyService
+from stockade.services.provenance import ProvenanceService
 from stockade.services.repo import utcnow
 from stockade.services.teams import TeamService
 from stockade.services.threats import ScanReport, ThreatService
@@ -100,6 +101,13 @@ class Runtime:
         self.uploads = UploadService(
             self.sessions, self.store, self.pages, self.audit, self.metadata, self.threats
         )
+        self.provenance = ProvenanceService(
+            self.sessions, self.audit, self.indexes.get, self.pages.upstream
+        )
+        self.pages.provenance = self.files.provenance = self.provenance
+        self.policies.provenance = self.uploads.provenance = self.provenance
+        self.identity.provenance = self.provenance
+        self.uploads.identity = self.identity
         self.conda = CondaService(
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -18,9 +19,20 @@ from stockade.services import repo
 from stockade.services.audit import AuditLog
 from stockade.services.metadata import MetadataService
 from stockade.services.pages import PageService
+from stockade.services.provenance import (
+    ProvenanceError,
+    ProvenanceService,
+    Verified,
+    verify_attestations,
+)
 from stockade.services.repo import FileInfo, IndexInfo
 from stockade.services.threats import ThreatService
 from stockade.types import IndexKind, canonicalize_name
+
+if TYPE_CHECKING:
+    from stockade.services.identity import IdentityService
+
+log = logging.getLogger("stockade.uploads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +45,7 @@ class UploadForm:
     sha256_digest: str | None = None
     md5_digest: str | None = None
     blake2_256_digest: str | None = None
+    attestations: str | None = None  # PEP 740: a JSON array (twine upload --attestations)
 
 
 class UploadService:
@@ -55,6 +68,8 @@ class UploadService:
         self._limits = limits or ArchiveLimits()
         # Called with (index, project) after its files changed (upload, yank, delete): TUF.
         self.on_change: Callable[[IndexInfo, str], None] | None = None
+        self.provenance: ProvenanceService | None = None  # PEP 740 attestations
+        self.identity: IdentityService | None = None  # publisher changes between versions
 
     def _changed(self, index: IndexInfo, project: str) -> None:
         if self.on_change is not None:
@@ -103,6 +118,7 @@ class UploadService:
                     expected_version=form.version,
                 )
             )
+            verified = await self._verify_attestations(form, sha)
             metadata_sha = (
                 hashlib.sha256(meta.metadata).hexdigest()
                 if meta.packagetype == "bdist_wheel"
@@ -134,6 +150,15 @@ class UploadService:
                         )
                     except DBIntegrityError as exc:
                         raise self._exists(index, form.filename) from exc
+                    if verified is not None:
+                        await ProvenanceService.record_upload(
+                            s,
+                            index.name,
+                            canonicalize_name(meta.name),
+                            form.filename,
+                            sha,
+                            verified,
+                        )
                     if metadata_sha is not None and not self._store.exists(metadata_sha):
                         await anyio.to_thread.run_sync(self._store.put_bytes, meta.metadata)
                         stored.append(metadata_sha)
@@ -150,6 +175,19 @@ class UploadService:
                 await self._metadata.record(sha, meta.name, meta.version, meta.metadata, "upload")
             if self._threats is not None:
                 self._threats.enqueue(sha, form.filename)
+            publisher = verified.publishers[0].label if verified and verified.publishers else None
+            if self.identity is not None:
+                try:
+                    await self.identity.record_version(
+                        index.name,
+                        canonicalize_name(meta.name),
+                        meta.version,
+                        publisher,
+                        verified is not None,
+                        info.upload_time,
+                    )
+                except Exception:  # the file is stored; the publisher record is a check
+                    log.exception("recording the publisher of %s failed", form.filename)
             self._pages.clear()
             self._changed(index, canonicalize_name(meta.name))
             self._audit.record(
@@ -161,10 +199,28 @@ class UploadService:
                 sha256=sha,
                 size=size,
                 version=meta.version,
+                publisher=publisher,
             )
             return info
         finally:
             writer.abort()  # no-op once committed
+
+    async def _verify_attestations(self, form: UploadForm, sha: str) -> Verified | None:
+        """PEP 740: the upload's attestations, verified against the received file's sha256
+        (nothing is stored when they do not verify)."""
+        if not form.attestations:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(
+                verify_attestations, form.attestations, form.filename, sha
+            )
+        except ProvenanceError as exc:
+            raise UploadRejected(
+                f"attestations of {form.filename} refused: {exc}",
+                "attest the file that is uploaded, from a Trusted Publisher workflow "
+                "(pypa/gh-action-pypi-publish with attestations: true), or upload without "
+                "--attestations",
+            ) from exc
 
     async def yank(
         self,
@@ -217,6 +273,8 @@ class UploadService:
             if not doomed:
                 raise NotFound(f"nothing matches on index {index.name!r}")
             await repo.delete_files(s, [f.id for f in doomed])
+            if self.provenance is not None:
+                await self.provenance.forget_in(s, index.name, [f.filename for f in doomed])
             for f in doomed:
                 if not await repo.sha_in_use(s, f.sha256):
                     self._store.delete(f.sha256)

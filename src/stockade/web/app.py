@@ -29,6 +29,7 @@ from stockade import __version__
 from stockade.adapters.storage import LocalBlobStore
 from stockade.core import auth
 from stockade.core.auth import TokenInfo
+from stockade.core.provenance import MEDIA_TYPE as PROVENANCE_MEDIA
 from stockade.core.simple import (
     JSON_V1,
     TEXT_HTML,
@@ -40,6 +41,7 @@ from stockade.core.simple import (
 from stockade.errors import (
     AuthError,
     Forbidden,
+    IntegrityError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -265,6 +267,33 @@ async def download(request: Request) -> Response:
     return response
 
 
+async def provenance_document(request: Request) -> Response:
+    """PEP 740: a file's provenance object, served only once verified (mirrors: fetched from
+    the upstream and verified on the first request; private: the upload's attestations)."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    _pypi_only(index)
+    project = canonicalize_name(request.path_params["project"])
+    filename = request.path_params["filename"]
+    runtime = rt(request)
+    entry, origin = await runtime.files.entry(index, project, filename, blocked_ok=True)
+    if entry.provenance is None:
+        raise NotFound(f"{filename} has no provenance on index {index.name!r}")
+    rec = await runtime.provenance.ensure(origin, project, entry)
+    if rec is not None and not rec.verified:
+        raise IntegrityError(
+            f"provenance of {filename} failed verification: {rec.reason}; not served",
+            "the upstream's file or provenance is not what its publisher signed; alert security",
+        )
+    doc = await runtime.provenance.document(origin.name, filename) if rec is not None else None
+    if doc is None:
+        raise NotFound(f"no verified provenance is stored for {filename}")
+    return Response(
+        doc,
+        media_type=PROVENANCE_MEDIA,
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
 async def _file_response(
     runtime: Runtime, result: StoredFile | Streaming, filename: str
 ) -> Response:
@@ -363,6 +392,7 @@ async def upload(request: Request) -> Response:
             sha256_digest=field("sha256_digest"),
             md5_digest=field("md5_digest"),
             blake2_256_digest=field("blake2_256_digest"),
+            attestations=field("attestations"),
         )
         writer = runtime.store.open_writer()
         digests = Digests()
@@ -927,6 +957,19 @@ async def api_scan_report(request: Request) -> Response:
     return _json(got.as_dict())
 
 
+async def api_provenance(request: Request) -> Response:
+    """PEP 740 provenance of a project's files (``?verify=1`` verifies what is pending)."""
+    index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
+    _pypi_only(index)
+    runtime = rt(request)
+    served = await runtime.pages.project_page(
+        index, canonicalize_name(request.path_params["project"])
+    )
+    verify = request.query_params.get("verify") in ("1", "true", "yes")
+    page = served.unfiltered or served.page
+    return _json(await runtime.provenance.report(index.name, page, verify=verify))
+
+
 async def api_identity(request: Request) -> Response:
     """Publishers, owners and author-impersonation findings of a project on a mirror index."""
     index, _ = await authorized_index(request, request.path_params["index"], Scope.READ)
@@ -1127,6 +1170,7 @@ def create_app(settings: Settings) -> Any:
         Route("/pypi/{index}/simple/{project}/", simple_project),
         Route("/pypi/{index}/simple/{project}", simple_project),
         Route("/pypi/{index}/files/{project}/{filename}", download),
+        Route("/pypi/{index}/integrity/{project}/{filename}/provenance", provenance_document),
         Route("/pypi/{index}/", upload, methods=["POST"]),
         Route("/pypi/{index}/legacy/", upload, methods=["POST"]),
         Route("/pypi/{index}", upload, methods=["POST"]),
@@ -1175,6 +1219,7 @@ def create_app(settings: Settings) -> Any:
         ),
         Route("/api/v1/scans/{sha256}", api_scan_report),
         Route("/api/v1/indexes/{index}/identity/{project}", api_identity),
+        Route("/api/v1/indexes/{index}/provenance/{project}", api_provenance),
         Route("/api/v1/audit", api_audit),
         Route("/api/v1/audit/verify", api_audit_verify),
         Route("/api/v1/audit/segments", api_audit_segments),

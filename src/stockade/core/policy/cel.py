@@ -43,6 +43,9 @@ Facts (the only variables; CEL types in parentheses, :data:`FACT_TYPES` lists th
     ``severity``, ``tier`` (``"malicious"`` | ``"suspicious"``) and ``message``.
 ``provenance`` (bool)
     the file has verified PEP 740 provenance (attestations); false when unknown.
+``publisher`` (string)
+    the Trusted Publisher of the file's verified PEP 740 provenance as ``kind:repository``
+    (``"GitHub:pypa/sampleproject"``; a Google publisher's e-mail), ``""`` when none.
 ``index`` (string)
     the name of the Stockade index serving the file.
 
@@ -96,6 +99,7 @@ FACT_TYPES: Mapping[str, str] = {
     "max_severity": "string",
     "findings": "list(map(string, string))",
     "provenance": "bool",
+    "publisher": "string",
     "index": "string",
 }
 
@@ -316,6 +320,7 @@ def facts_for(
     findings: Sequence[Mapping[str, Any]],
     provenance: bool | None,
     index: str,
+    publisher: str | None = None,
     only: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The activation for :meth:`CelProgram.evaluate`: every fact in :data:`FACT_TYPES` (or
@@ -352,6 +357,8 @@ def facts_for(
             out[key] = [{k: _text(f.get(k)) for k in _FINDING_KEYS} for f in findings]
         elif key == "provenance":
             out[key] = bool(provenance)
+        elif key == "publisher":
+            out[key] = _text(publisher)
         elif key == "index":
             out[key] = index
     return out

@@ -37,6 +37,16 @@ it object ("PYSEC-2019-217 (high) ≥ high"). Example::
     block = ["malicious"]      # tiers: malicious, suspicious
 
     [[rules]]
+    kind = "require_provenance"  # PEP 740: files without verified provenance are blocked
+    projects = ["*"]             # name patterns (globs, optional version specifiers)
+
+    [[rules]]
+    kind = "publisher"           # the Trusted Publisher a project must come from (PEP 740)
+    project = "sampleproject"    # a name pattern
+    repository = "pypa/sampleproject"  # or email = "…" (Google); optional: publisher = "GitHub",
+                                       # workflow = "release.yml", environment = "pypi"
+
+    [[rules]]
     kind = "custom"            # a CEL expression over the file's facts (see core.policy.cel)
     name = "big-sdists"
     block_if = 'kind == "sdist" && size > 50000000'
@@ -64,12 +74,24 @@ from packaging.version import InvalidVersion
 
 from stockade.core.policy.cel import FACT_TYPES, CelError, compile_rule, facts_for, referenced
 from stockade.core.policy.licenses import LicenseMatcher
+from stockade.core.provenance import Publisher
 from stockade.core.vulns.versions import PYPI
 from stockade.errors import InvalidRequest
 
 RATINGS = ("none", "low", "medium", "high", "critical")
 SEVERITIES = ("any", *RATINGS[1:])
-KINDS = ("vulnerabilities", "names", "age", "yanked", "license", "threats", "custom")
+KINDS = (
+    "vulnerabilities",
+    "names",
+    "age",
+    "yanked",
+    "license",
+    "threats",
+    "require_provenance",
+    "publisher",
+    "custom",
+)
+PUBLISHER_KINDS = ("GitHub", "GitLab", "Google", "CircleCI")
 TIERS = ("malicious", "suspicious")
 MODES = ("enforce", "warn")
 NOT_ALLOWED = "is not on the allow-list (allow_only); an admin can approve it"
@@ -111,7 +133,9 @@ class FileFacts:  # not frozen: built once per file of every page decision, cons
     license: str | None = None  # normalized SPDX expression from the core metadata
     license_known: bool = False  # whether the metadata was read (license None: none in it)
     findings: tuple[FindingFact, ...] = ()
+    # PEP 740: True verified; False none offered, or refused; None offered, not verified yet
     provenance: bool | None = None
+    publishers: tuple[Publisher, ...] = ()  # of the verified provenance
     index: str = ""
     approved: bool = False  # an admin approved it for this index's allow-lists
     ecosystem: str = "PyPI"  # "conda" for records of conda channels
@@ -236,6 +260,15 @@ class Policy:
         )
 
     @property
+    def needs_provenance(self) -> bool:
+        """Whether decisions need the files' verified PEP 740 provenance."""
+        return any(
+            r.kind in ("require_provenance", "publisher")
+            or (r.kind == "custom" and {"provenance", "publisher"} & set(r.options["uses"]))
+            for r in self.rules
+        )
+
+    @property
     def hides_yanked(self) -> bool:
         return any(
             r.kind == "yanked" and r.options["action"] == "hide" and r.mode == "enforce"
@@ -344,6 +377,32 @@ def _rule(index: int, raw: dict[str, Any], where: str, line: int | None) -> Rule
         if bad or not tiers:
             raise PolicyError(f"{where}: block lists tiers {list(TIERS)}, not {bad or tiers}")
         opts["block"] = tuple(tiers)
+    elif kind == "require_provenance":
+        opts["projects"] = [_pattern(p, where) for p in _take(raw, "projects", list, ["*"], where)]
+        if not opts["projects"]:
+            raise PolicyError(f"{where}: projects must name at least one pattern", "e.g. ['*']")
+    elif kind == "publisher":
+        project = _take(raw, "project", str, "", where) or _take(raw, "name", str, "", where)
+        if not project.strip():
+            raise PolicyError(
+                f"{where}: a publisher rule needs project = '<name pattern>'",
+                'e.g. project = "sampleproject"',
+            )
+        opts["project"] = _pattern(project, where)
+        for key in ("repository", "email", "workflow", "environment"):
+            value = _take(raw, key, str, "", where).strip()
+            opts[key] = value or None
+        publisher = _take(raw, "publisher", str, "", where)
+        if publisher and publisher not in PUBLISHER_KINDS:
+            raise PolicyError(
+                f"{where}: publisher {publisher!r}", f"use one of {', '.join(PUBLISHER_KINDS)}"
+            )
+        opts["publisher"] = publisher or None
+        if not opts["repository"] and not opts["email"]:
+            raise PolicyError(
+                f"{where}: a publisher rule needs repository = 'owner/repo' (or email = …)",
+                'e.g. repository = "pypa/sampleproject"',
+            )
     elif kind == "custom":
         opts["name"] = _take(raw, "name", str, f"custom-{index}", where)
         expression = _take(raw, "block_if", str, "", where)
@@ -641,6 +700,52 @@ def _check_threats(rule: Rule, facts: FileFacts, project: str, now: datetime) ->
     return "; ".join(f"{f.tier}: {f.rule} ({f.message})" for f in found[:5])
 
 
+def _check_require_provenance(
+    rule: Rule, facts: FileFacts, project: str, now: datetime
+) -> str | None:
+    if facts.provenance or not any(
+        p.matches(project, facts.version) for p in rule.options["projects"]
+    ):
+        return None
+    if facts.provenance is None:
+        return f"{facts.filename} has PEP 740 provenance that is not verified yet"
+    return f"{facts.filename} has no verified PEP 740 provenance (attestations)"
+
+
+def _publisher_matches(o: dict[str, Any], p: Publisher) -> bool:
+    if o["publisher"] and p.kind != o["publisher"]:
+        return False
+    if o["repository"] and (p.repository or "").lower() != o["repository"].lower():
+        return False
+    if o["email"] and (p.email or "").lower() != o["email"].lower():
+        return False
+    if o["workflow"] and p.workflow != o["workflow"]:
+        return False
+    return not (o["environment"] and p.environment != o["environment"])
+
+
+def _wanted_publisher(o: dict[str, Any]) -> str:
+    who = f"{o['publisher'] or 'a Trusted Publisher'} {o['repository'] or o['email']}"
+    if o["workflow"]:
+        who += f" (workflow {o['workflow']})"
+    if o["environment"]:
+        who += f" (environment {o['environment']})"
+    return who
+
+
+def _check_publisher(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
+    o = rule.options
+    if not o["project"].matches(project, facts.version):
+        return None
+    if any(_publisher_matches(o, p) for p in facts.publishers):
+        return None
+    want = f"{project} must be published by {_wanted_publisher(o)}"
+    if not facts.publishers:
+        return f"{want}; {facts.filename} has no verified PEP 740 provenance"
+    got = ", ".join(p.label + (f" ({p.workflow})" if p.workflow else "") for p in facts.publishers)
+    return f"{want}; {facts.filename} was published by {got}"
+
+
 def _check_custom(rule: Rule, facts: FileFacts, project: str, now: datetime) -> str | None:
     return _custom(rule, cel_facts(facts, now, rule.options["uses"]))
 
@@ -652,6 +757,8 @@ _CHECKS = {
     "yanked": _check_yanked,
     "license": _check_license,
     "threats": _check_threats,
+    "require_provenance": _check_require_provenance,
+    "publisher": _check_publisher,
     "custom": _check_custom,
 }
 
@@ -718,6 +825,7 @@ def cel_facts(
             for f in (facts.findings if uses is None or "findings" in uses else ())
         ],
         provenance=facts.provenance,
+        publisher=facts.publishers[0].label if facts.publishers else None,
         index=facts.index,
         only=uses,
     )
