@@ -22,6 +22,7 @@ from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
+from stockade.services.conda_trust import CondaTrust
 from stockade.services.console import SESSION_TTL, ConsoleService
 from stockade.services.coordination import open_coordination
 from stockade.services.environments import EnvironmentService
@@ -100,6 +101,8 @@ class Runtime:
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
         self.conda.coord = self.coord
+        self.conda_trust = CondaTrust(settings, self.sessions, self.audit)
+        self.conda.trust = self.conda_trust
         self.console = ConsoleService(
             self.sessions,
             self.audit,
@@ -239,6 +242,7 @@ class Runtime:
         self.threats.clear()
         self.identity.clear()
         self.conda.clear()
+        self.conda_trust.clear()
         self.tuf.clear()
 
     def changed(self, scope: str = "all") -> None:
