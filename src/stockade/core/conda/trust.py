@@ -291,7 +291,10 @@ def verify_signable(
     for key, sig in envelope["signatures"].items():
         if key not in pubkeys or not isinstance(sig, Mapping):
             continue
-        ok = verify_openpgp(key, sig, data) if openpgp else verify_raw(key, sig["signature"], data)
+        if openpgp:
+            ok = verify_openpgp(key, sig, data)
+        else:
+            ok = verify_raw(key, str(sig.get("signature")), data)
         if ok:
             good.add(key)
     if len(good) < threshold:
