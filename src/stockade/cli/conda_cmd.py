@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -156,3 +157,82 @@ def packages(
             ["subdir", "filename", "size", "source", "sha256"],
             [[p.subdir, p.filename, p.size, p.source, p.sha256[:16]] for p in items],
         )
+
+
+# -- conda content trust -----------------------------------------------------------------------
+
+trust_app = typer.Typer(
+    help="Signed channels (conda content trust): repodata records conda verifies.",
+    no_args_is_help=True,
+)
+app.add_typer(trust_app, name="trust")
+
+
+@trust_app.command("init")
+def trust_init(
+    channel: str,
+    root_out: Path = typer.Option(
+        None,
+        "--root-out",
+        help="Also write the trusted root here (conda reads it from <prefix>/etc/conda/).",
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Sign CHANNEL's repodata: keys created when missing, every record signed from now on."""
+
+    async def go(r: Runtime) -> dict[str, Any]:
+        ch = await r.conda.channel(channel)
+        created = await r.conda_trust.init_channel(ch)
+        r.changed()  # every server process derives the channel's documents again, signed
+        await r.audit.flush()
+        status = await r.conda_trust.status(await r.conda.channel(channel))
+        root = await r.conda_trust.document(f"{status.root_version}.root.json")
+        return {"created_keys": created, **status.as_dict(), "root": root}
+
+    got = run(go)
+    root: bytes = got.pop("root")
+    if root_out is not None:
+        root_out.write_bytes(root)
+    if json:
+        print_json(got)
+        return
+    for role in got["created_keys"]:
+        typer.echo(f"created the {role} key in {got['key_dir']}")
+    typer.echo(
+        f"conda channel {channel!r} is signed: repodata records carry pkg_mgr signatures; "
+        f"{got['root_url']} and {got['key_mgr_url']} serve the trust metadata"
+    )
+    if root_out is not None:
+        typer.echo(f"wrote root version {got['root_version']} to {root_out}")
+    typer.echo("move the root and key_mgr keys offline: only the pkg_mgr key signs online")
+
+
+@trust_app.command("status")
+def trust_status(channel: str, json: bool = JsonOpt) -> None:
+    """Whether CHANNEL is signed, with the trust metadata's versions, expiry and keys."""
+
+    async def go(r: Runtime) -> dict[str, Any]:
+        return (await r.conda_trust.status(await r.conda.channel(channel))).as_dict()
+
+    got = run(go)
+    if json:
+        print_json(got)
+        return
+    since = f"signed since {got['signed_since']}" if got["signed"] else "not signed"
+    typer.echo(f"channel {channel}: {since}")
+    print_table(
+        "conda content trust",
+        ["role", "version", "expires", "keys"],
+        [
+            ["root", got["root_version"], got["root_expires"], ", ".join(got["keys"]["root"])],
+            [
+                "key_mgr",
+                got["key_mgr_version"],
+                got["key_mgr_expires"],
+                ", ".join(got["keys"]["key_mgr"]),
+            ],
+            ["pkg_mgr", None, None, ", ".join(got["keys"]["pkg_mgr"])],
+        ],
+    )
+    if got["signed"] and not got["pkg_mgr_key_present"]:
+        typer.echo(f"warning: the pkg_mgr key is missing from {got['key_dir']}", err=True)

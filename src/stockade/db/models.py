@@ -453,6 +453,8 @@ class CondaChannelRow(Base):
         ForeignKey("indexes.id", ondelete="CASCADE"), primary_key=True
     )
     subdirs: Mapped[list[str]] = mapped_column(JSON, default=list)  # mirrors: what is mirrored
+    # conda content trust: since when its repodata records are signed (None: not signed)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class CondaPackageRow(Base):
@@ -714,3 +716,20 @@ class JobErrorRow(Base):
     error: Mapped[str] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CondaTrustMetadataRow(Base):
+    """One conda content trust document (``<version>.root.json`` or ``key_mgr.json``) of the
+    server's key set, immutable once written; every signed channel serves the same ones."""
+
+    __tablename__ = "conda_trust_metadata"
+    __table_args__ = (UniqueConstraint("role", "version"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    role: Mapped[str] = mapped_column(String(16))  # root | key_mgr
+    version: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -30,22 +30,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 import orjson
 import zstandard
+from securesystemslib.signer import Signer
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.conda import repodata as rd
+from stockade.core.conda import trust
 from stockade.core.conda.names import check_subdir, parse_filename, require_filename
 from stockade.core.conda.package import CondaLimits, validate_conda_package
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import (
     BlobMissing,
+    ConfigError,
     Conflict,
     IntegrityError,
     InvalidRequest,
@@ -68,6 +72,9 @@ from stockade.services.repo import IndexInfo
 from stockade.settings import Settings
 from stockade.types import IndexKind
 
+if TYPE_CHECKING:
+    from stockade.services.conda_trust import CondaTrust
+
 log = logging.getLogger("stockade.conda")
 STALE_RETRY = 30.0
 CHANNELDATA = "channeldata.json"
@@ -81,6 +88,7 @@ POLICY_RECHECK = 300.0  # seconds a private document under a policy is trusted i
 class CondaChannel:
     index: IndexInfo
     subdirs: tuple[str, ...]  # mirrors: the mirrored subdirs; private: those with packages
+    signed_at: datetime | None = None  # conda content trust: records signed since
 
     @property
     def name(self) -> str:
@@ -94,6 +102,7 @@ class CondaChannel:
         d = self.index.as_dict()
         d["subdirs"] = list(self.subdirs)
         d["url"] = f"/conda/{self.name}/"
+        d["signed"] = self.signed_at is not None
         return d
 
 
@@ -135,7 +144,7 @@ class CondaService:
         self._client = client
         self._changed = changed
         self._limits = limits or CondaLimits()
-        self._subdirs: dict[int, list[str]] | None = None
+        self._subdirs: dict[int, tuple[list[str], datetime | None]] | None = None
         self._docs: dict[tuple[str, str], _Cached] = {}
         self._refreshing: dict[tuple[str, str], asyncio.Task[ServedDoc | None]] = {}
         self._shard_indexes: OrderedDict[str, dict[str, str]] = OrderedDict()
@@ -144,6 +153,7 @@ class CondaService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
+        self.trust: CondaTrust | None = None  # set by the Runtime: conda content trust keys
 
     def clear(self) -> None:
         self._subdirs = None
@@ -151,7 +161,7 @@ class CondaService:
 
     # -- channels ------------------------------------------------------------------------------
 
-    async def _subdir_map(self) -> dict[int, list[str]]:
+    async def _subdir_map(self) -> dict[int, tuple[list[str], datetime | None]]:
         subdirs = self._subdirs
         if subdirs is None:
             async with self._sessions() as s:
@@ -165,8 +175,8 @@ class CondaService:
                 f"index {index.name!r} is a {index.kind.value} index, not a conda channel",
                 f"use /pypi/{index.name}/simple/ for it, or see `stockade conda channel list`",
             )
-        subdirs = (await self._subdir_map()).get(index.id, [])
-        return CondaChannel(index, tuple(subdirs))
+        subdirs, signed_at = (await self._subdir_map()).get(index.id, ([], None))
+        return CondaChannel(index, tuple(subdirs), signed_at)
 
     async def channel(self, name: str) -> CondaChannel:
         index = await self._indexes.find(name)
@@ -562,6 +572,7 @@ class CondaService:
         data: dict[str, Any] | None,
         path: str,
         keep: Any,
+        sign: rd.Sign | None = None,
     ) -> tuple[dict[str, str | None], int, int]:
         """In a worker thread: parse (once), derive, commit every output to the blob store."""
         subdir, _, doc = path.rpartition("/")
@@ -576,7 +587,7 @@ class CondaService:
                     assert source is not None
                     data = rd.load_repodata(source, what=path)
                 put = self._store.put_bytes if doc == rd.REPODATA else None
-                derived = rd.derive(data, out, subdir=subdir, put_blob=put, keep=keep)
+                derived = rd.derive(data, out, subdir=subdir, put_blob=put, keep=keep, sign=sign)
                 del data
             shas: dict[str, str | None] = {
                 "json_sha256": self._commit_file(derived.json),
@@ -593,9 +604,31 @@ class CondaService:
         return Path(tmp) if tmp is not None else None
 
     async def _policy_key(self, ch: CondaChannel, path: str) -> str | None:
-        if self.policy is None or "/" not in path:  # channeldata.json is not filtered
+        """What a served document was derived under: the policy's key, and for a signed
+        channel the pkg_mgr key (``sign:<key>``); a change derives the document again."""
+        if "/" not in path:  # channeldata.json is neither filtered nor signed
             return None
-        return await self.policy.key(ch.index)
+        key = await self.policy.key(ch.index) if self.policy is not None else None
+        signer = self._pkg_signer(ch)
+        if signer is not None:
+            sign = f"sign:{trust.public_hex(signer)[:16]}"
+            key = f"{key}|{sign}" if key else sign
+        return key
+
+    def _pkg_signer(self, ch: CondaChannel) -> Signer | None:
+        """The pkg_mgr signer of a signed channel (a missing key is an error, never an unsigned
+        document served as if signing were off)."""
+        if ch.signed_at is None:
+            return None
+        if self.trust is None:
+            raise ConfigError(f"conda channel {ch.name!r} is signed but no trust keys are set up")
+        return self.trust.pkg_signer()
+
+    def _sign(self, ch: CondaChannel, path: str) -> rd.Sign | None:
+        signer = self._pkg_signer(ch) if "/" in path else None
+        if signer is None:
+            return None
+        return lambda data: trust.sign_repodata(data, signer)
 
     async def _keep(self, ch: CondaChannel, subdir: str, data: dict[str, Any]) -> Any:
         return await self.policy.keep(ch.index, subdir, data) if self.policy else None
@@ -623,7 +656,7 @@ class CondaService:
                 )
                 keep = await self._keep(ch, subdir, data)
             shas, packages, unverifiable = await anyio.to_thread.run_sync(
-                self._derive_files, source, data, path, keep
+                self._derive_files, source, data, path, keep, self._sign(ch, path)
             )
         del data
         if unverifiable:
@@ -708,7 +741,9 @@ class CondaService:
             current = state.json_sha256 if state is not None and state.json_sha256 else None
             key = await self._policy_key(ch, path)
             loaded: dict[str, Any] | None = None
-            incremental = key is None and state is not None and state.policy_key is None
+            # incremental when no policy filters (a signed document is re-signed whole)
+            unfiltered = key is None or key.startswith("sign:")
+            incremental = unfiltered and state is not None and state.policy_key == key
             if incremental and added is not None and current is not None:
                 with contextlib.suppress(BlobMissing):  # gone: rebuild from the records
                     async with self._store.open_local(current) as source:
@@ -725,7 +760,7 @@ class CondaService:
                     rd.add_record(data, p.filename, p.record)
             keep = await self._keep(ch, subdir, data)
             shas, packages, _ = await anyio.to_thread.run_sync(
-                self._derive_files, None, data, path, keep
+                self._derive_files, None, data, path, keep, self._sign(ch, path)
             )
             async with self._sessions() as s, s.begin():
                 new = await conda_repo.put_state(

@@ -10,7 +10,12 @@ import orjson
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stockade.db.models import CondaChannelRow, CondaPackageRow, CondaRepodataRow
+from stockade.db.models import (
+    CondaChannelRow,
+    CondaPackageRow,
+    CondaRepodataRow,
+    CondaTrustMetadataRow,
+)
 from stockade.services.repo import aware, utcnow
 
 
@@ -111,9 +116,43 @@ def _state(row: CondaRepodataRow) -> RepodataState:
     )
 
 
-async def channel_subdirs(s: AsyncSession) -> dict[int, list[str]]:
+async def channel_subdirs(s: AsyncSession) -> dict[int, tuple[list[str], datetime | None]]:
+    """index id → (mirrored subdirs, since when its records are signed)."""
     rows = (await s.execute(select(CondaChannelRow))).scalars()
-    return {r.index_id: list(r.subdirs or []) for r in rows}
+    return {r.index_id: (list(r.subdirs or []), aware(r.signed_at)) for r in rows}
+
+
+async def set_signed(s: AsyncSession, index_id: int, at: datetime | None) -> bool:
+    """Turn signing on (``at``) or off (None) for a channel; False when it has no row."""
+    row = await s.get(CondaChannelRow, index_id)
+    if row is None:
+        return False
+    row.signed_at = at
+    await s.flush()
+    return True
+
+
+async def trust_documents(s: AsyncSession, role: str) -> list[tuple[int, bytes, datetime]]:
+    """(version, bytes, expiry) of every stored ``role`` document, oldest first."""
+    rows = (
+        await s.execute(
+            select(CondaTrustMetadataRow)
+            .where(CondaTrustMetadataRow.role == role)
+            .order_by(CondaTrustMetadataRow.version)
+        )
+    ).scalars()
+    return [(r.version, r.data, aware(r.expires) or utcnow()) for r in rows]
+
+
+async def add_trust_document(
+    s: AsyncSession, role: str, version: int, data: bytes, expires: datetime
+) -> None:
+    s.add(
+        CondaTrustMetadataRow(
+            role=role, version=version, data=data, expires=expires, created_at=utcnow()
+        )
+    )
+    await s.flush()
 
 
 async def insert_channel(s: AsyncSession, index_id: int, subdirs: list[str]) -> None:

@@ -24,6 +24,7 @@ from stockade.services.audit import AuditLog
 from stockade.services.audit_archive import AuditArchive
 from stockade.services.conda import CondaService
 from stockade.services.conda_policy import CondaPolicy
+from stockade.services.conda_trust import CondaTrust
 from stockade.services.console import SESSION_TTL, ConsoleService
 from stockade.services.coordination import open_coordination
 from stockade.services.environments import EnvironmentService
@@ -113,6 +114,8 @@ class Runtime:
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
         self.conda.coord = self.coord
+        self.conda_trust = CondaTrust(settings, self.sessions, self.audit)
+        self.conda.trust = self.conda_trust
         self.console = ConsoleService(
             self.sessions,
             self.audit,
@@ -280,6 +283,7 @@ class Runtime:
         self.threats.clear()
         self.identity.clear()
         self.conda.clear()
+        self.conda_trust.clear()
         self.tuf.clear()
 
     def changed(self, scope: str = "all") -> None:

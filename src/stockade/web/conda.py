@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from stockade.core import auth
 from stockade.core.conda import repodata as rd
+from stockade.core.conda import trust as rd_trust
 from stockade.core.conda.names import check_subdir, parse_filename, parse_subdirs
 from stockade.errors import (
     InvalidRequest,
@@ -184,6 +185,25 @@ async def shard(request: Request) -> Response:
     return await _blob(request, sha, OCTET, headers)
 
 
+async def trust_metadata(request: Request) -> Response:
+    """conda content trust metadata of a signed channel: ``<N>.root.json`` (every version, for
+    root chaining; a 404 ends conda's walk) and ``key_mgr.json``."""
+    ch, _ = await _channel(request, Scope.READ)
+    if ch.signed_at is None:
+        raise NotFound(
+            f"conda channel {ch.name!r} is not signed",
+            f"an admin turns signing on with `stockade conda trust init {ch.name}`",
+        )
+    version = request.path_params.get("version")
+    name = rd_trust.KEY_MGR_FILE if version is None else f"{version}.root.json"
+    body = await rt(request).conda_trust.document(name)
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=60"}
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=JSON, headers=headers)
+
+
 # -- API ---------------------------------------------------------------------------------------
 
 
@@ -296,6 +316,8 @@ async def api_packages(request: Request) -> Response:
 
 routes = [
     Route("/conda/{channel}/" + CHANNELDATA, channeldata),
+    Route("/conda/{channel}/" + rd_trust.KEY_MGR_FILE, trust_metadata),
+    Route("/conda/{channel}/{version:int}.root.json", trust_metadata),
     Route("/conda/{channel}/{subdir}/shards/{shard}", shard),
     Route("/conda/{channel}/{subdir}/{filename}", subdir_file),
     Route("/api/v1/conda/channels", api_channels, methods=["GET", "POST"]),

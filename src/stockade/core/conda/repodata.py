@@ -32,6 +32,7 @@ MAX_SHARD = 64 * 1024**2  # bytes of one decompressed shard or shard index we ag
 
 Keep = Callable[[str, dict[str, Any]], bool]  # (filename, record) → keep it in the output
 PutBlob = Callable[[bytes], str]  # stores bytes, returns their sha256 (hex)
+Sign = Callable[[dict[str, Any]], object]  # sets data["signatures"] over the served records
 
 
 class RepodataError(UpstreamError):
@@ -90,13 +91,16 @@ def derive(
     subdir: str,
     put_blob: PutBlob | None,
     keep: Keep | None = None,
+    sign: Sign | None = None,
 ) -> DerivedRepodata:
     """Write the served forms of ``data`` (modified in place) into ``out_dir``.
 
     ``info.base_url`` is removed so that clients fetch packages through Stockade; records
     without a sha256 are dropped (their files could not be verified, so they are never served);
-    ``keep`` may drop more. With ``put_blob`` the CEP-16 shards are written through it and the
-    shard index goes to ``out_dir``.
+    ``keep`` may drop more. ``sign`` then signs the records that are left, exactly as served
+    (conda content trust: the top-level ``signatures`` map of repodata.json; CEP-16 shards have
+    no place for signatures and carry none). With ``put_blob`` the CEP-16 shards are written
+    through it and the shard index goes to ``out_dir``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     info = data.get("info")
@@ -122,6 +126,8 @@ def derive(
             kept[fn] = rec
         data[key] = kept
         total += len(kept)
+    if sign is not None:
+        sign(data)
     json_path = out_dir / REPODATA
     json_path.write_bytes(orjson.dumps(data))
     zst_path = out_dir / (REPODATA + ".zst")
