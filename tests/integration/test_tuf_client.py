@@ -9,7 +9,6 @@ server: what it writes to DIR, what it refuses and how it says so.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.builders import build_sdist, build_wheel, sha256_file
 from tests.conftest import STOCKADE, Server, client_env, make_server
@@ -124,18 +124,31 @@ def _pip_install(find_links: Path, reqs: Path, target: Path) -> subprocess.Compl
     )
 
 
+def _query(srv: Server, statement: str, *params: Any) -> list[Any]:
+    """Run SQL on the server's database (SQLite or PostgreSQL) behind its back; ``?``
+    placeholders, in order."""
+    named = {f"p{i}": v for i, v in enumerate(params)}
+    parts = statement.split("?")
+    sql = "".join(part + (f":p{i}" if i < len(params) else "") for i, part in enumerate(parts))
+    engine = create_engine(srv.db_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), named)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
 def _timestamps(srv: Server) -> list[tuple[int, bytes]]:
-    """The stored timestamp versions (SQLite), newest first."""
-    with sqlite3.connect(srv.db_url.removeprefix("sqlite:///")) as db:
-        rows = db.execute(
-            "SELECT version, data FROM tuf_metadata WHERE role = 'timestamp' ORDER BY version DESC"
-        ).fetchall()
+    """The stored timestamp versions, newest first."""
+    rows = _query(
+        srv, "SELECT version, data FROM tuf_metadata WHERE role = 'timestamp' ORDER BY version DESC"
+    )
     return [(int(v), bytes(d)) for v, d in rows]
 
 
 def _sql(srv: Server, statement: str, *params: Any) -> None:
-    with sqlite3.connect(srv.db_url.removeprefix("sqlite:///")) as db:
-        db.execute(statement, params)
+    _query(srv, statement, *params)
 
 
 def _wait_signed(client: Client, reqs: Path, tmp: Path, timeout: float = 20.0) -> dict[str, Any]:
@@ -152,9 +165,9 @@ def _wait_signed(client: Client, reqs: Path, tmp: Path, timeout: float = 20.0) -
 
 
 def test_download_verified_then_pip_installs_offline_tampering_and_rollback_refused(
-    sqlite_server: Server, tmp_path: Path
+    server: Server, tmp_path: Path
 ) -> None:
-    srv = sqlite_server
+    srv = server
     srv.cli("index", "create", "p", "--private")
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -267,12 +280,10 @@ def test_download_verified_then_pip_installs_offline_tampering_and_rollback_refu
 
 
 @pytest.fixture
-def frozen_server(tmp_path: Path) -> Iterator[Server]:
+def frozen_server(tmp_path: Path, db_url: str) -> Iterator[Server]:
     """Timestamps live 6 s and nothing re-signs them by itself (no refresh loop)."""
     home = tmp_path / "home"
-    srv = make_server(
-        home, f"sqlite:///{home / 'stockade.db'}", tuf_timestamp_expiry=6, tuf_refresh_interval=0
-    )
+    srv = make_server(home, db_url, tuf_timestamp_expiry=6, tuf_refresh_interval=0)
     try:
         yield srv
     finally:
@@ -300,13 +311,11 @@ def test_expired_timestamp_refused_until_resigned(frozen_server: Server, tmp_pat
     assert [f["filename"] for f in got["files"]] == [wheel.name]
 
 
-def test_root_threshold_two_key_rotations_and_root_chain(
-    sqlite_server: Server, tmp_path: Path
-) -> None:
+def test_root_threshold_two_key_rotations_and_root_chain(server: Server, tmp_path: Path) -> None:
     """Three root keys, two of which sign each root. Rotating the online and targets keys, and
     then every root key with one of them lost, keeps the client working: it follows root
     v1 → vN, each new root carrying a threshold of the old keys' signatures and of the new."""
-    srv = sqlite_server
+    srv = server
     srv.cli("index", "create", "p", "--private")
     wheel = build_wheel(tmp_path, "thing", "1.0")
     _upload(srv, "p", wheel)
@@ -376,11 +385,9 @@ def test_root_threshold_two_key_rotations_and_root_chain(
     ]
 
     # A new root carrying only one of the old keys' signatures breaks the chain: refused.
-    db = srv.db_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as conn:
-        (data,) = conn.execute(
-            "SELECT data FROM tuf_metadata WHERE role = 'root' AND version = ?", (newest,)
-        ).fetchone()
+    ((data,),) = _query(
+        srv, "SELECT data FROM tuf_metadata WHERE role = 'root' AND version = ?", newest
+    )
     doc = orjson.loads(data)
     old_ids = set(out["old_keyids"])
     kept_old = [sig for sig in doc["signatures"] if sig["keyid"] in old_ids][:1]
