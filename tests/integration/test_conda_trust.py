@@ -205,3 +205,72 @@ def test_signed_private_channel(server: Server, tmp_path: Path) -> None:
         if e["action"] == "conda.trust.init"
     ]
     assert {e["index"] for e in events} == {"internal", "plain"}
+
+
+def test_trust_verify_cli_checks_what_a_client_gets(server: Server, tmp_path: Path) -> None:
+    """`stockade conda trust verify`: a client-side check from the root file; a record altered
+    between the server and the client (here by a proxy) fails, naming the file."""
+    import http.server
+    import threading
+
+    import httpx
+
+    from tests.conftest import STOCKADE, client_env
+
+    pkgs = _packages(tmp_path / "dist")
+    server.cli("conda", "channel", "create", "internal", "--private")
+    server.cli("conda", "upload", "-c", "internal", *(str(p) for p in pkgs.values()))
+    token = server.token("internal", "read")
+    unsigned_url = f"{server.url}/t/{token}/conda/internal"
+    root = tmp_path / "root.json"
+
+    def verify(url: str, *extra: str) -> Any:
+        import subprocess
+
+        return subprocess.run(
+            [STOCKADE, "conda", "trust", "verify", url, "--root", str(root), *extra],
+            capture_output=True, text=True, env=client_env(), timeout=120, check=False,
+        )  # fmt: skip
+
+    _trust_init(server, "internal", root)
+    ok = verify(unsigned_url, "--json")
+    assert ok.returncode == 0, ok.stderr
+    got = json.loads(ok.stdout)
+    assert got["ok"] and got["root_version"] == 1
+    assert got["subdirs"] == {
+        "noarch": {"verified": 2, "failed": 0},
+        "linux-64": {"verified": 1, "failed": 0},
+    }
+
+    class Tamper(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            r = httpx.get(f"{server.url}{self.path}")
+            body = r.content
+            if self.path.endswith("linux-64/repodata.json"):
+                doc = json.loads(body)
+                doc["packages.conda"]["app-2.0-0.conda"]["depends"] = ["evil"]
+                body = json.dumps(doc).encode()
+            self.send_response(r.status_code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tamper)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        bad = verify(f"http://127.0.0.1:{proxy.server_port}/t/{token}/conda/internal")
+    finally:
+        proxy.shutdown()
+    assert bad.returncode == 1
+    assert "linux-64/app-2.0-0.conda" in bad.stderr and "signature" in bad.stderr
+    assert "noarch: 2 records verified, 0 failed" in bad.stdout
+    other = tmp_path / "other-root.json"
+    doc = json.loads(root.read_text())
+    doc["signed"]["delegations"]["key_mgr"]["pubkeys"] = ["ab" * 32]  # another key set
+    other.write_text(json.dumps(doc))
+    root = other
+    wrong = verify(unsigned_url)
+    assert wrong.returncode != 0 and "does not verify" in wrong.stderr

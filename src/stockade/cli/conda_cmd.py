@@ -236,3 +236,99 @@ def trust_status(channel: str, json: bool = JsonOpt) -> None:
     )
     if got["signed"] and not got["pkg_mgr_key_present"]:
         typer.echo(f"warning: the pkg_mgr key is missing from {got['key_dir']}", err=True)
+
+
+@trust_app.command("verify")
+def trust_verify(
+    url: str = typer.Argument(
+        ..., help="The channel's URL, e.g. http://HOST:8080/t/<token>/conda/internal"
+    ),
+    root: Path = typer.Option(
+        ..., "--root", help="The trusted root file (from `conda trust init --root-out`)."
+    ),
+    subdirs: str = typer.Option(
+        "noarch,linux-64", "--subdirs", help="Comma-separated subdirs to check."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Check a signed channel as conda's signature verification does, strictly, from the
+    trusted root file (never the network): root updates chained, key_mgr against the root,
+    every record of each subdir's repodata.json against key_mgr's pkg_mgr keys. Exit 1 when
+    a record is unsigned or its signature is bad. Needs no server home (a client command)."""
+    import httpx
+    import orjson
+
+    from stockade.core.conda import trust
+
+    base = url.rstrip("/")
+    try:
+        trusted = orjson.loads(root.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InvalidRequest(
+            f"cannot read the root file {root}: {exc}",
+            "write it with `stockade conda trust init CHANNEL --root-out FILE`",
+        ) from None
+    report: dict[str, Any] = {"channel": base.split("/t/", 1)[0], "subdirs": {}, "problems": []}
+    with httpx.Client(timeout=60, follow_redirects=True) as http:
+
+        def get(path: str) -> httpx.Response:
+            try:
+                return http.get(f"{base}/{path}")
+            except httpx.HTTPError as exc:
+                raise InvalidRequest(
+                    f"cannot fetch {path} from the channel: {exc}", "check the URL"
+                ) from None
+
+        try:
+            while True:  # conda's root chaining: N+1.root.json until the server has none
+                nxt = get(f"{trusted['signed']['version'] + 1}.root.json")
+                if nxt.status_code == 404:
+                    break
+                nxt.raise_for_status()
+                candidate = orjson.loads(nxt.content)
+                trust.verify_root(trusted, candidate)
+                trusted = candidate
+            km = get("key_mgr.json")
+            if km.status_code == 404:
+                raise trust.TrustError("the channel serves no key_mgr.json: it is not signed")
+            km.raise_for_status()
+            key_mgr = orjson.loads(km.content)
+            trust.verify_delegation("key_mgr", key_mgr, trusted)
+        except (trust.TrustError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            raise InvalidRequest(
+                f"the channel's trust metadata does not verify from {root}: {exc}",
+                "is this the channel's root? `stockade conda trust status CHANNEL` on the server",
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            raise InvalidRequest(f"the channel answered {exc.response.status_code}", "") from None
+        report["root_version"] = trusted["signed"]["version"]
+        for subdir in [s.strip() for s in subdirs.split(",") if s.strip()]:
+            r = get(f"{subdir}/repodata.json")
+            if r.status_code != 200:
+                report["problems"].append(f"{subdir}/repodata.json: HTTP {r.status_code}")
+                continue
+            data = orjson.loads(r.content)
+            good = bad = 0
+            for kind in ("packages", "packages.conda"):
+                for fn in data.get(kind) or {}:
+                    try:
+                        trust.verify_record(data, fn, key_mgr)
+                        good += 1
+                    except trust.TrustError as exc:
+                        bad += 1
+                        report["problems"].append(f"{subdir}/{fn}: {exc}")
+            report["subdirs"][subdir] = {"verified": good, "failed": bad}
+    ok = not report["problems"]
+    report["ok"] = ok
+    if json:
+        print_json(report)
+    else:
+        typer.echo(f"trusted root version {report['root_version']}; key_mgr verified")
+        for subdir, counts in report["subdirs"].items():
+            typer.echo(
+                f"  {subdir}: {counts['verified']} records verified, {counts['failed']} failed"
+            )
+        for p in report["problems"][:50]:
+            typer.echo(f"FAILED: {p}", err=True)
+    if not ok:
+        raise typer.Exit(1)
