@@ -603,3 +603,49 @@ def test_project_page_with_thousands_of_files_is_paginated_and_fast(
             assert 'data-version="1.0"' in last.text
             assert "big 1.0 matches deny pattern" in last.text
             assert "Big-1.0" not in last.text
+
+
+def test_alerts_page_shows_environments_and_the_alert_feed(scene: Scene, tmp_path: Path) -> None:
+    """/ui/alerts: every environment's status (red first, with the problem and the fix) and the
+    feed: an environment turning red, the malware finding on the upload; viewers see it too."""
+    srv = scene.srv
+    srv.cli("team", "create", "ops")
+    app = tmp_path / "app.txt"
+    app.write_text("alpha==1.0\n")
+    srv.cli("env", "push", "ops/app", str(app))
+    tools = tmp_path / "tools.txt"
+    tools.write_text("friendly-colors==1.0\n")
+    srv.cli("env", "push", "ops/tools", str(tools))  # red at once: the scanner's verdict
+    feed = tmp_path / "alerts-feed"
+    feed.mkdir()
+    advisory = dict(ADVISORY, id="TEST-B", aliases=[], summary="alpha 1.0 leaks")
+    advisory["affected"] = [
+        {
+            "package": {"ecosystem": "PyPI", "name": "alpha"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1"}]}],
+        }
+    ]
+    (feed / "TEST-B.json").write_text(json.dumps(advisory))
+    srv.cli("vulndb", "import", str(feed))
+    deadline = time.monotonic() + 30
+    viewer = login(srv, "victor", VIEWER_PW)
+    try:
+        while True:
+            page = viewer.get("/ui/alerts")
+            assert page.status_code == 200
+            if "env.status" in page.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        viewer.close()
+    html = page.text
+    assert 'href="/ui/alerts"' in html  # in the navigation
+    envs = html.split('id="environments"', 1)[1].split("</table>", 1)[0]
+    assert envs.index("ops/app@1") < envs.index("ops/tools@1") or "env-red" in envs
+    assert envs.count("env-red") == 2, envs
+    assert "TEST-B" in envs and "fixed in 1.1" in envs
+    assert "malware scanner" in envs
+    alerts = html.split('id="alerts"', 1)[1].split("</table>", 1)[0]
+    assert "env.status" in alerts and "ops/app" in alerts
+    assert "threat.finding" in alerts and "friendly_colors-1.0-py3-none-any.whl" in alerts
+    assert "<script>alert" not in html  # the payload's text is escaped wherever it shows

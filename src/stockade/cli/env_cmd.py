@@ -36,6 +36,8 @@ def _problems_lines(v: EnvVersion) -> list[str]:
         for p in problems:
             if p["kind"] == "policy":
                 out.append(f"{pin}: blocked on {v.index}: {p['message']}")
+            elif p["kind"] == "threat":
+                out.append(f"{pin}: {p['message']} (sha256 {str(p.get('sha256'))[:12]}…)")
             else:
                 fix = ", ".join(p.get("fixed_in") or []) or "no fix yet"
                 sev = p.get("severity") or "severity unknown"

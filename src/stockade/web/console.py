@@ -619,6 +619,32 @@ async def threat_page(request: Request, sess: ConsoleSession) -> Response:
     return render(request, "threat.html", sess, report=report)
 
 
+# -- alerts and environments -------------------------------------------------------------------
+
+ALERT_ACTIONS = ("alert.raised", "env.status", "threat.finding", "provenance.rejected")
+
+
+@page
+async def alerts_page(request: Request, sess: ConsoleSession) -> Response:
+    """The alert feed (advisories affecting downloads, environment status changes, malware
+    findings, refused provenance: audit events, newest first) and every environment's status."""
+    runtime = rt(request)
+    await runtime.audit.flush()
+    limit = _int(request.query_params.get("limit"), 100, 1, 1000)
+    events: list[dict[str, Any]] = []
+    for action in ALERT_ACTIONS:
+        events += [
+            e
+            async for e in query_events(
+                runtime.sessions, action=action, limit=limit, newest_first=True
+            )
+        ]
+    events.sort(key=lambda e: e["id"], reverse=True)
+    envs = await runtime.envs.latest()
+    envs.sort(key=lambda v: (v.status != "red", v.team, v.name))
+    return render(request, "alerts.html", sess, events=events[:limit], envs=envs, limit=limit)
+
+
 # -- tokens and teams --------------------------------------------------------------------------
 
 
@@ -807,6 +833,7 @@ def _routes() -> list[Route | Mount]:
         Route("/vulns/{ident}", vuln_page),
         Route("/vulns/{ident}/curate", curate, methods=["POST"]),
         Route("/threats", threats_page),
+        Route("/alerts", alerts_page),
         Route("/threats/{sha256}", threat_page),
         Route("/tokens", tokens_page),
         Route("/tokens/{token_id}/revoke", revoke_token, methods=["POST"]),
