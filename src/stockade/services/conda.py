@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stockade.core.conda import repodata as rd
 from stockade.core.conda.names import check_subdir, parse_filename, require_filename
 from stockade.core.conda.package import CondaLimits, validate_conda_package
+from stockade.core.policy.model import Policy
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import (
     BlobMissing,
@@ -64,7 +65,9 @@ from stockade.services.conda_repo import CondaPackageInfo, RepodataState
 from stockade.services.coordination import Coordination, hold
 from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming, claim_fetch
 from stockade.services.indexes import IndexService, check_index_name
+from stockade.services.policy_check import DraftReport, ProjectChange
 from stockade.services.repo import IndexInfo
+from stockade.services.threats import ThreatService
 from stockade.settings import Settings
 from stockade.types import IndexKind
 
@@ -144,6 +147,7 @@ class CondaService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
+        self.threats: ThreatService | None = None  # set by the Runtime: the malware scanner
 
     def clear(self) -> None:
         self._subdirs = None
@@ -320,6 +324,150 @@ class CondaService:
             "check the name, version and build (a mirror lists what its upstream lists; a "
             "channel's policy may leave files out)",
         )
+
+    # -- policy explain / draft test ---------------------------------------------------------
+
+    async def _explain_subdirs(self, ch: CondaChannel) -> list[str]:
+        if ch.mirror:
+            return list(ch.subdirs)
+        return sorted({p.subdir for p in await self.packages(ch)})
+
+    async def raw_records(self, ch: CondaChannel, subdir: str) -> dict[str, Any]:
+        """The subdir's repodata before any policy: the upstream document (mirror, fetched or
+        revalidated as a client read would) or the channel's stored records (private)."""
+        path = f"{subdir}/{rd.REPODATA}"
+        if ch.mirror:
+            await self.repodata(ch, subdir)
+            async with self._sessions() as s:
+                state = await conda_repo.get_state(s, ch.index.id, path)
+            if state is None or not state.source_sha256:
+                return rd.empty_repodata(subdir)
+            async with self._store.open_local(state.source_sha256) as source:
+                loaded: dict[str, Any] = await anyio.to_thread.run_sync(
+                    lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+                )
+            return loaded
+        data = rd.empty_repodata(subdir)
+        for p in await self.packages(ch, subdir):
+            rd.add_record(data, p.filename, p.record)
+        return data
+
+    async def explain(
+        self, ch: CondaChannel, name: str, version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``policy explain`` for a conda package: per record of ``name`` (and ``version``) in
+        every subdir, allowed or blocked, by which rule, with the facts the rules read."""
+        assert self.policy is not None
+        policy = await self.policy.current(ch.index)
+        rows: list[dict[str, Any]] = []
+        want = name.strip().lower()
+        for subdir in await self._explain_subdirs(ch):
+            full = await self.raw_records(ch, subdir)
+            data = rd.empty_repodata(subdir)
+            for key in rd.RECORD_KEYS:
+                for fn, rec in (full.get(key) or {}).items():
+                    if not isinstance(rec, dict) or str(rec.get("name", "")).lower() != want:
+                        continue
+                    if version is not None and str(rec.get("version")) != version:
+                        continue
+                    data[key][fn] = rec
+            del full
+            facts_of = await self.policy.facts(ch.index, data)
+            decide = await self.policy.decider(ch.index, policy, data) if policy else None
+            for key in rd.RECORD_KEYS:
+                for fn, rec in sorted(data[key].items()):
+                    facts = facts_of(fn, rec)
+                    sha = rec.get("sha256")
+                    row: dict[str, Any] = {
+                        "filename": fn,
+                        "subdir": subdir,
+                        "version": facts.version,
+                        "build": rec.get("build"),
+                        "allowed": True,
+                        "blocked_by": [],
+                        "warnings": [],
+                        "exception": None,
+                        "data": {
+                            "sha256": sha,
+                            "size": facts.size,
+                            "license": rec.get("license"),
+                            "license_spdx": facts.license,
+                            "timestamp": (
+                                facts.upload_time.isoformat() if facts.upload_time else None
+                            ),
+                            "vulns": [f"{v.id} ({v.severity})" for v in facts.vulns],
+                            "findings": [
+                                f"{f.rule} ({f.tier}): {f.message}" for f in facts.findings
+                            ],
+                        },
+                    }
+                    if not isinstance(sha, str) or len(sha) != 64:
+                        row["allowed"] = False
+                        row["blocked_by"] = ["no sha256 in the record: never served"]
+                    elif decide is not None:
+                        d = decide(fn, rec)
+                        row["allowed"] = d.allowed
+                        row["blocked_by"] = [x.line() for x in d.blocks]
+                        row["warnings"] = [x.line() for x in d.warnings]
+                        row["exception"] = d.exception
+                    rows.append(row)
+        return rows
+
+    async def draft_report(
+        self,
+        ch: CondaChannel,
+        draft: Policy,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DraftReport:
+        """``policy test`` for a channel: every record of every subdir decided by the policy in
+        force and by ``draft`` (exceptions in force apply to both); changes per package."""
+        assert self.policy is not None
+        current = await self.policy.current(ch.index)
+        report = DraftReport(ch.name)
+        changes: dict[str, ProjectChange] = {}
+        subdirs = await self._explain_subdirs(ch)
+        for n, subdir in enumerate(subdirs, 1):
+            if progress is not None:
+                progress(n, len(subdirs))
+            try:
+                data = await self.raw_records(ch, subdir)
+            except StockadeError as exc:
+                report.errors.append((subdir, exc.message))
+                continue
+            before = await self.policy.decider(ch.index, current, data) if current else None
+            after = await self.policy.decider(ch.index, draft, data)
+            for key in rd.RECORD_KEYS:
+                for fn, rec in (data.get(key) or {}).items():
+                    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
+                        continue
+                    name = str(rec.get("name", ""))
+                    change = changes.get(name)
+                    if change is None:
+                        change = changes[name] = ProjectChange(name, 0, 0, 0)
+                    old = before(fn, rec) if before is not None else None
+                    new = after(fn, rec)
+                    was_blocked = old is not None and not old.allowed
+                    change.files += 1
+                    change.blocked_before += was_blocked
+                    change.blocked_after += not new.allowed
+                    shown = f"{subdir}/{fn}"
+                    if not was_blocked and not new.allowed:
+                        change.newly_blocked.append((shown, new.summary()))
+                    elif was_blocked and new.allowed:
+                        assert old is not None
+                        change.newly_allowed.append((shown, old.summary()))
+            del data
+        for name in sorted(changes):
+            c = changes[name]
+            report.projects += 1
+            report.files += c.files
+            report.blocked_before += c.blocked_before
+            report.blocked_after += c.blocked_after
+            if c.newly_blocked or c.newly_allowed:
+                c.newly_blocked.sort()
+                c.newly_allowed.sort()
+                report.changes.append(c)
+        return report
 
     # -- mirror documents ----------------------------------------------------------------------
 

