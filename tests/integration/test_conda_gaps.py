@@ -109,3 +109,131 @@ def test_policy_explain_and_draft_test_on_channels(
     unknown = _json(server, "policy", "explain", "internal", "nosuch")
     assert unknown == []
     assert _packages  # (shared builders)
+
+
+# -- 2. remove and yank --------------------------------------------------------------------------
+
+
+def _install(records: list[Any], prefix: Path) -> None:
+    import asyncio
+
+    import rattler
+
+    asyncio.run(
+        rattler.install(records, prefix, cache_dir=prefix.parent / "pkgs", show_progress=False)
+    )
+
+
+def test_remove_and_yank_private_packages(
+    server: Server, channel: Channel, tmp_path: Path
+) -> None:
+    import threading
+
+    import httpx
+
+    pkgs = channel.pkgs
+    server.cli("conda", "channel", "create", "internal", "--private")
+    server.cli("conda", "upload", "-c", "internal", *(str(p) for p in pkgs.values()))
+    reader = server.token("internal", "read")
+    url = _channel_url(server, "internal", reader)
+    locked = _solve_install(url, ["app"], tmp_path / "lock", install=False)  # "a lock file"
+    assert _names(locked) == {"app": "2.0", "lib": "1.0"}
+
+    # A reader polls the documents all along: each is whole, one of the states in order.
+    states = [
+        {"lib-1.0-0.tar.bz2", "lib-2.0-0.conda"},
+        {"lib-2.0-0.conda"},
+        {"lib-1.0-0.tar.bz2", "lib-2.0-0.conda"},
+        {"lib-1.0-0.tar.bz2"},
+    ]
+    seen: list[set[str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.url, auth=("__token__", reader), timeout=30) as c:
+            while not stop.is_set():
+                r = c.get("/conda/internal/noarch/repodata.json")
+                try:
+                    data = r.json()
+                except ValueError as exc:
+                    errors.append(f"not JSON: {exc}: {r.status_code} {r.text[:300]}")
+                    return
+                names = set(data["packages"]) | set(data["packages.conda"])
+                if names not in states:
+                    errors.append(f"unexpected {names}")
+                    return
+                if not seen or seen[-1] != names:
+                    seen.append(names)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        # A write token cannot yank or remove; admin on the channel can.
+        writer = server.token("internal", "write")
+        with server.http(writer) as c:
+            r = c.post("/api/v1/conda/internal/packages/noarch/lib-1.0-0.tar.bz2/yank")
+            assert r.status_code == 403, r.text
+            r = c.delete("/api/v1/conda/internal/packages/noarch/lib-2.0-0.conda")
+            assert r.status_code == 403, r.text
+        yanked = _json(
+            server, "conda", "yank", "-c", "internal", "lib-1.0-0.tar.bz2", "--reason", "CVE fix"
+        )
+        assert yanked["yanked"] is True and yanked["yank_reason"] == "CVE fix"
+        with server.http(reader) as c:
+            data = c.get("/conda/internal/noarch/repodata.json").json()
+            assert "lib-1.0-0.tar.bz2" not in data["packages"]
+            assert data["removed"] == ["lib-1.0-0.tar.bz2"]
+            # Still downloadable by its exact URL (existing locks).
+            r = c.get("/conda/internal/noarch/lib-1.0-0.tar.bz2")
+            assert r.status_code == 200 and r.content == pkgs["lib"].read_bytes()
+        assert _names(_solve_install(url, ["lib"], tmp_path / "y1", install=False)) == {
+            "lib": "2.0"
+        }
+        with pytest.raises(Exception, match="lib"):  # app needs lib <2: only the yanked one
+            _solve_install(url, ["app"], tmp_path / "y2", install=False, sharded=True)
+        _install(locked, tmp_path / "fromlock" / "prefix")  # the lock still installs
+        assert (tmp_path / "fromlock" / "prefix" / "share/lib/lib.txt").read_text() == "lib 1.0\n"
+
+        admin = server.token("internal", "admin")
+        with server.http(admin) as c:
+            r = c.post("/api/v1/conda/internal/packages/noarch/lib-1.0-0.tar.bz2/unyank")
+            assert r.status_code == 200 and r.json()["yanked"] is False, r.text
+        assert _names(_solve_install(url, ["app"], tmp_path / "y3", install=False)) == {
+            "app": "2.0",
+            "lib": "1.0",
+        }
+        with server.http(admin) as c:
+            r = c.delete("/api/v1/conda/internal/packages/noarch/lib-2.0-0.conda")
+            assert r.status_code == 200, r.text
+            assert c.get("/conda/internal/noarch/lib-2.0-0.conda").status_code == 404
+            again = c.delete("/api/v1/conda/internal/packages/noarch/lib-2.0-0.conda")
+            assert again.status_code == 404
+        # rattler no longer solves to the removed record (sharded and not).
+        for sharded in (False, True):
+            got = _solve_install(url, ["lib"], tmp_path / f"r{sharded}", sharded=sharded)
+            assert _names(got) == {"lib": "1.0"}
+        with pytest.raises(Exception, match="lib"):
+            _solve_install(url, ["lib >=2"], tmp_path / "r3", install=False)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not errors, errors
+    it = iter(states)  # what the reader saw is the states in order (some may be skipped)
+    assert all(any(x == y for y in it) for x in seen), seen
+    assert seen[0] == states[0] and seen[-1] == states[-1]
+
+    removed = server.cli("conda", "remove", "-c", "internal", "tool-0.1-0.tar.bz2").stdout
+    assert "removed linux-64/tool-0.1-0.tar.bz2" in removed
+    stored = {p["filename"] for p in _json(server, "conda", "packages", "internal")}
+    assert stored == {"lib-1.0-0.tar.bz2", "app-2.0-0.conda"}
+    missing = server.cli("conda", "remove", "-c", "internal", "nope-1-0.conda", check=False)
+    assert missing.returncode != 0 and "not a package" in missing.stderr
+    events = json.loads(server.cli("audit", "list", "--json", "--limit", "200").stdout)
+    actions = [e["action"] for e in events if e["action"].startswith("conda.")]
+    assert sorted(actions) == ["conda.remove", "conda.remove", "conda.unyank", "conda.yank"]
+    server.cli(
+        "conda", "channel", "create", "cf", "--mirror", channel.upstream.url, "--subdirs", "noarch"
+    )
+    refused = server.cli("conda", "yank", "-c", "cf", "lib-2.0-0.conda", check=False)
+    assert refused.returncode != 0 and "mirror" in refused.stderr

@@ -153,6 +153,12 @@ class CondaService:
         self._subdirs = None
         self._docs.clear()
 
+    def forget(self, channel: str) -> None:
+        """Drop the documents of ``channel`` this process remembers (another process replaced
+        one: it is read again from the database)."""
+        for key in [k for k in self._docs if k[0] == channel]:
+            self._docs.pop(key, None)
+
     # -- channels ------------------------------------------------------------------------------
 
     async def _subdir_map(self) -> dict[int, list[str]]:
@@ -272,7 +278,8 @@ class CondaService:
             pkgs = await conda_repo.list_packages(s, ch.index.id)
         by_subdir: dict[str, dict[str, Any]] = {}
         for p in pkgs:
-            rd.add_record(by_subdir.setdefault(p.subdir, {}), p.filename, p.record)
+            if p.yanked_at is None:
+                rd.add_record(by_subdir.setdefault(p.subdir, {}), p.filename, p.record)
         body = orjson.dumps(rd.private_channeldata(by_subdir))
         served = ServedDoc(self._store.put_bytes(body), None, None, None, len(pkgs))
         self._docs[key] = _Cached(served, float("inf"))
@@ -349,7 +356,8 @@ class CondaService:
             return loaded
         data = rd.empty_repodata(subdir)
         for p in await self.packages(ch, subdir):
-            rd.add_record(data, p.filename, p.record)
+            if p.yanked_at is None:  # a yanked record is not served: nothing to decide
+                rd.add_record(data, p.filename, p.record)
         return data
 
     async def explain(
@@ -825,7 +833,11 @@ class CondaService:
                     pkgs = await conda_repo.list_packages(s, ch.index.id, subdir)
                 data = rd.empty_repodata(subdir)
                 for p in pkgs:
-                    rd.add_record(data, p.filename, p.record)
+                    if p.yanked_at is None:
+                        rd.add_record(data, p.filename, p.record)
+                    else:  # conda's own list of files kept on the channel but not offered
+                        data["removed"].append(p.filename)
+                data["removed"].sort()
             keep = await self._keep(ch, subdir, data)
             shas, packages, _ = await anyio.to_thread.run_sync(
                 self._derive_files, None, data, path, keep
@@ -850,6 +862,122 @@ class CondaService:
         self._docs.pop((ch.name, CHANNELDATA), None)
         return doc
 
+    # -- remove / yank (private channels) -----------------------------------------------------
+
+    async def _stored(
+        self, ch: CondaChannel, filename: str, subdir: str | None
+    ) -> CondaPackageInfo:
+        if ch.mirror:
+            raise InvalidRequest(
+                f"conda channel {ch.name!r} is a mirror; packages are removed or yanked on "
+                "private channels",
+                "a mirror serves what its upstream lists; a policy can block records "
+                "(`stockade policy set`)",
+            )
+        require_filename(filename)
+        if subdir is not None:
+            check_subdir(subdir)
+        found = [p for p in await self.packages(ch, subdir) if p.filename == filename]
+        if not found:
+            where = f"{subdir}/" if subdir else ""
+            raise NotFound(
+                f"{where}{filename} is not a package of conda channel {ch.name!r}",
+                f"see `stockade conda packages {ch.name}`",
+            )
+        if len(found) > 1:
+            raise InvalidRequest(
+                f"{filename} is in several subdirs of {ch.name!r}: "
+                + ", ".join(p.subdir for p in found),
+                "say which with --subdir",
+            )
+        return found[0]
+
+    async def remove(
+        self, ch: CondaChannel, filename: str, *, subdir: str | None = None, actor: str | None
+    ) -> CondaPackageInfo:
+        """Delete a package of a private channel: its record goes, the subdir's repodata is
+        rebuilt (switched atomically, like every document), and its bytes are deleted once no
+        row uses them (the URL answers 404 from then on)."""
+        pkg = await self._stored(ch, filename, subdir)
+        async with self._sessions() as s, s.begin():
+            await conda_repo.delete_package(s, ch.index.id, pkg.subdir, pkg.filename)
+        await self._regenerate(ch, pkg.subdir, None)
+        self._docs.pop((ch.name, CHANNELDATA), None)
+        await self._drop_blobs({pkg.sha256})
+        self._audit.record(
+            "conda.remove",
+            actor=actor,
+            index=ch.name,
+            project=pkg.name,
+            filename=f"{pkg.subdir}/{pkg.filename}",
+            sha256=pkg.sha256,
+            version=pkg.version,
+        )
+        if self._changed is not None:
+            self._changed()
+        return pkg
+
+    async def yank(
+        self,
+        ch: CondaChannel,
+        filename: str,
+        *,
+        subdir: str | None = None,
+        reason: str | None = None,
+        actor: str | None,
+        undo: bool = False,
+    ) -> CondaPackageInfo:
+        """Yank (``undo``: unyank) a package of a private channel. A yanked record leaves
+        repodata.json and the shards, so solvers no longer pick it, and is listed in the
+        document's ``removed`` list; its file stays downloadable by exact URL for existing
+        locks."""
+        pkg = await self._stored(ch, filename, subdir)
+        async with self._sessions() as s, s.begin():
+            got = await conda_repo.set_yanked(
+                s, ch.index.id, pkg.subdir, pkg.filename, reason, not undo
+            )
+        assert got is not None
+        await self._regenerate(ch, pkg.subdir, None)
+        self._docs.pop((ch.name, CHANNELDATA), None)
+        self._audit.record(
+            "conda.unyank" if undo else "conda.yank",
+            actor=actor,
+            index=ch.name,
+            project=pkg.name,
+            filename=f"{pkg.subdir}/{pkg.filename}",
+            sha256=pkg.sha256,
+            version=pkg.version,
+            reason=reason,
+        )
+        if self._changed is not None:
+            self._changed()
+        return got
+
+    async def _yanked_record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
+        """The record of a yanked file (decided by the channel's policy like a listed one)."""
+        async with self._sessions() as s:
+            pkg = await conda_repo.get_package(s, ch.index.id, subdir, filename)
+        if pkg is None or pkg.yanked_at is None:
+            raise NotFound(
+                f"{subdir}/{filename} is not in the repodata of conda channel {ch.name!r}",
+                "check the name, version and build (a channel's policy may leave files out)",
+            )
+        policy = await self.policy.current(ch.index) if self.policy else None
+        if self.policy is not None and policy is not None:
+            data = rd.empty_repodata(subdir)
+            rd.add_record(data, filename, pkg.record)
+            decision = (await self.policy.decider(ch.index, policy, data))(filename, pkg.record)
+            if not decision.allowed:
+                rules = [r.line() for r in decision.blocks]
+                raise PolicyBlocked(
+                    f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
+                    + "; ".join(rules),
+                    f"see `stockade policy show {ch.name}`; an admin can grant an exception",
+                    rules,
+                    False,
+                )
+        return pkg.record
+
     # -- package files -------------------------------------------------------------------------
 
     async def open_package(
@@ -859,8 +987,14 @@ class CondaService:
         parsed = parse_filename(filename)
         if parsed is None:
             raise NotFound(f"{filename!r} is not a file of conda channel {ch.name!r}")
-        # Only what the served repodata lists (a policy may have left a file out: 403).
-        rec = await self.record(ch, subdir, filename)
+        # Only what the served repodata lists (a policy may have left a file out: 403), and
+        # yanked files of private channels, by their exact URL (existing locks still install).
+        try:
+            rec = await self.record(ch, subdir, filename)
+        except NotFound:
+            if ch.mirror:
+                raise
+            rec = await self._yanked_record(ch, subdir, filename)
         sha = str(rec["sha256"]).lower()
         if not ch.mirror:
             if not self._store.exists(sha):

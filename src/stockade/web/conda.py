@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -64,8 +65,23 @@ async def _blob(
     )
 
 
-async def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
-    """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index)."""
+async def _serve(
+    request: Request, ch: CondaChannel, get: Callable[[], Awaitable[ServedDoc]], form: str
+) -> Response:
+    """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index).
+
+    A document this process remembers may have been replaced by another process (an upload,
+    a removal, a yank from the CLI or another worker) whose old blobs are already deleted:
+    the document is then looked up again (the new one is whole: documents are switched in one
+    UPDATE once every blob is written)."""
+    doc = await get()
+    store = rt(request).store
+    for _ in range(2):
+        shas = [doc.json, doc.gz] if form == "json" else [doc.zst if form == "zst" else doc.shards]
+        if all(sha is None or store.exists(sha) for sha in shas):
+            break
+        rt(request).conda.forget(ch.name)
+        doc = await get()
     headers = {"Cache-Control": "private, max-age=60", "Vary": "Accept-Encoding"}
     if doc.stale:
         headers["Warning"] = '110 - "Response is Stale"'
@@ -93,7 +109,7 @@ async def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
 
 async def channeldata(request: Request) -> Response:
     ch, _ = await _channel(request, Scope.READ)
-    return await _serve(request, await rt(request).conda.channeldata(ch), "json")
+    return await _serve(request, ch, lambda: rt(request).conda.channeldata(ch), "json")
 
 
 async def subdir_file(request: Request) -> Response:
@@ -102,11 +118,11 @@ async def subdir_file(request: Request) -> Response:
     filename = request.path_params["filename"]
     conda = rt(request).conda
     if filename in (rd.REPODATA, CURRENT):
-        return await _serve(request, await conda.repodata(ch, subdir, filename), "json")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir, filename), "json")
     if filename == rd.REPODATA + ".zst":
-        return await _serve(request, await conda.repodata(ch, subdir), "zst")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir), "zst")
     if filename == rd.SHARDS_INDEX:
-        return await _serve(request, await conda.repodata(ch, subdir), "shards")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir), "shards")
     if filename.startswith(("repodata", "current_repodata")):
         raise NotFound(
             f"{subdir}/{filename} is not offered",
@@ -294,10 +310,38 @@ async def api_packages(request: Request) -> Response:
     return _json(info.as_dict(), 201)
 
 
+async def api_package(request: Request) -> Response:
+    """DELETE a package of a private channel (admin on the channel)."""
+    ch, actor = await _channel(request, Scope.ADMIN)
+    p = request.path_params
+    got = await rt(request).conda.remove(ch, p["filename"], subdir=p["subdir"], actor=actor)
+    return _json(got.as_dict())
+
+
+async def api_yank(request: Request) -> Response:
+    """POST .../yank {"reason"} or .../unyank (admin on the channel)."""
+    ch, actor = await _channel(request, Scope.ADMIN)
+    p = request.path_params
+    undo = request.url.path.endswith("/unyank")
+    reason = None
+    if not undo and await request.body():
+        data = await _body(request)
+        reason = str(data["reason"]) if data.get("reason") else None
+    got = await rt(request).conda.yank(
+        ch, p["filename"], subdir=p["subdir"], reason=reason, actor=actor, undo=undo
+    )
+    return _json(got.as_dict())
+
+
 routes = [
     Route("/conda/{channel}/" + CHANNELDATA, channeldata),
     Route("/conda/{channel}/{subdir}/shards/{shard}", shard),
     Route("/conda/{channel}/{subdir}/{filename}", subdir_file),
     Route("/api/v1/conda/channels", api_channels, methods=["GET", "POST"]),
     Route("/api/v1/conda/{channel}/packages", api_packages, methods=["GET", "POST"]),
+    Route("/api/v1/conda/{channel}/packages/{subdir}/{filename}", api_package, methods=["DELETE"]),
+    Route("/api/v1/conda/{channel}/packages/{subdir}/{filename}/yank", api_yank, methods=["POST"]),
+    Route(
+        "/api/v1/conda/{channel}/packages/{subdir}/{filename}/unyank", api_yank, methods=["POST"]
+    ),
 ]
