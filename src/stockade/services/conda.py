@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stockade.core.conda import repodata as rd
 from stockade.core.conda.names import check_subdir, parse_filename, require_filename
 from stockade.core.conda.package import CondaLimits, validate_conda_package
-from stockade.core.policy.model import Policy
+from stockade.core.policy.model import Decision, Policy
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import (
     BlobMissing,
@@ -316,7 +316,7 @@ class CondaService:
                 rec = rd.read_shard(blob).get(filename)
                 if rec is not None:
                     return rec
-        blocked = self.policy.blocked(ch.name, subdir, filename) if self.policy else None
+        blocked = await self._blocked_decision(ch, subdir, filename)
         if blocked is not None:
             rules = [r.line() for r in blocked.blocks]
             raise PolicyBlocked(
@@ -476,6 +476,37 @@ class CondaService:
                 c.newly_allowed.sort()
                 report.changes.append(c)
         return report
+
+    async def _blocked_decision(
+        self, ch: CondaChannel, subdir: str, filename: str
+    ) -> Decision | None:
+        """Why ``filename`` is not served: the decision remembered when this process filtered
+        the document, else decided now (another process may have derived the document)."""
+        if self.policy is None:
+            return None
+        got = self.policy.blocked(ch.name, subdir, filename)
+        if got is not None:
+            return got
+        policy = await self.policy.current(ch.index)
+        if policy is None:
+            return None
+        rec: dict[str, Any] | None = None
+        if ch.mirror:
+            full = await self.raw_records(ch, subdir)
+            for key in rd.RECORD_KEYS:
+                found = (full.get(key) or {}).get(filename)
+                rec = found if isinstance(found, dict) else rec
+            del full
+        else:
+            async with self._sessions() as s:
+                pkg = await conda_repo.get_package(s, ch.index.id, subdir, filename)
+            rec = pkg.record if pkg is not None and pkg.yanked_at is None else None
+        if rec is None:
+            return None
+        data = rd.empty_repodata(subdir)
+        rd.add_record(data, filename, rec)
+        decision = (await self.policy.decider(ch.index, policy, data))(filename, rec)
+        return None if decision.allowed else decision
 
     # -- mirror documents ----------------------------------------------------------------------
 
@@ -953,6 +984,23 @@ class CondaService:
             self._changed()
         return got
 
+    async def _needs_scan(self, ch: CondaChannel) -> bool:
+        policy = await self.policy.current(ch.index) if self.policy is not None else None
+        return policy is not None and policy.needs_scan
+
+    async def _scan(self, ch: CondaChannel, sha: str, filename: str) -> bool:
+        """Scan a stored package with the malware scanner (in its worker process): waited for
+        when the channel's policy has a ``threats`` rule, else in the background. Whether the
+        verdict is malicious or suspicious."""
+        if self.threats is None:
+            return False
+        if not await self._needs_scan(ch):
+            if not self.threats.known(sha):
+                self.threats.enqueue(sha, filename)
+            return False
+        report = await self.threats.ensure(sha, filename)
+        return report is not None and report.verdict in ("malicious", "suspicious")
+
     async def _yanked_record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
         """The record of a yanked file (decided by the channel's policy like a listed one)."""
         async with self._sessions() as s:
@@ -1000,6 +1048,38 @@ class CondaService:
             if not self._store.exists(sha):
                 raise NotFound(f"{filename} is listed but its bytes are missing from storage")
             return StoredFile(sha, self._store.size(sha))
+        got = await self._open_mirrored(ch, subdir, filename, rec, sha)
+        if self.threats is None or (isinstance(got, StoredFile) and self.threats.known(sha)):
+            return got
+        if not await self._needs_scan(ch):
+            if isinstance(got, StoredFile):
+                self.threats.enqueue(sha, filename)
+            else:  # scanned once the fetch has stored the file
+                fetch = got.fetch
+
+                async def later() -> None:
+                    await fetch.done.wait()
+                    if fetch.error is None and self.threats is not None:
+                        self.threats.enqueue(sha, filename)
+
+                task = asyncio.create_task(later())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return got
+        # The policy blocks on the scanner's verdict: have the whole file, scan it, decide again.
+        if isinstance(got, Streaming):
+            await got.fetch.done.wait()
+            if got.fetch.error is not None:
+                raise got.fetch.error
+            got = StoredFile(sha, self._store.size(sha))
+        if await self._scan(ch, sha, filename):
+            self.forget(ch.name)  # the verdict changed the policy key: filtered again
+            await self.record(ch, subdir, filename)  # raises PolicyBlocked if the rule blocks
+        return got
+
+    async def _open_mirrored(
+        self, ch: CondaChannel, subdir: str, filename: str, rec: dict[str, Any], sha: str
+    ) -> StoredFile | Streaming:
         if self._store.exists(sha):
             return StoredFile(sha, self._store.size(sha))
         fetch = self._fetches.get(sha)
@@ -1227,6 +1307,7 @@ class CondaService:
                 raise
         finally:
             writer.abort()  # no-op once committed
+        await self._scan(ch, sha, filename)
         try:
             await self._regenerate(ch, meta.subdir, info)
         except Exception as exc:

@@ -13,7 +13,9 @@ Facts: ``name`` (the conda name), ``version``, ``filename``, ``kind`` (as the po
 decides it from the file name), ``size``, ``upload_time`` (the record's ``timestamp``),
 ``license`` (the record's ``license`` when it is an SPDX expression; ``license_known`` is true:
 the record is all there is), ``vulns``, ``findings`` (known-malicious ``MAL-`` records),
-``approved`` and exceptions (matched by name and version as for PyPI).
+``approved`` and exceptions (matched by name and version as for PyPI); under a ``threats`` rule
+also the malware scanner's verdict on the record's sha256 and typosquat findings for its name
+(against the popular conda names, ``popular_conda.txt``).
 
 ``policy explain`` and ``policy test`` decide raw records with :meth:`CondaPolicy.decider`
 (the same facts; a draft policy instead of the one in force).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from stockade.core.conda.repodata import RECORD_KEYS, Keep
@@ -40,6 +43,7 @@ from stockade.core.policy.model import (
     VulnFact,
     evaluate,
 )
+from stockade.core.threats.typosquat import PopularNames, check_name, conda_popular
 from stockade.services.policies import MALICIOUS_PREFIX, PolicyService, _scan_findings
 from stockade.services.repo import IndexInfo, utcnow
 from stockade.services.threats import ThreatService
@@ -73,6 +77,8 @@ class CondaPolicy:
         self._vulns = vulns
         self._blocked: dict[tuple[str, str], dict[str, Decision]] = {}
         self.threats: ThreatService | None = None  # set by the runtime: scanner verdicts
+        self.popular_path: Path | None = None  # set by the runtime: an admin's conda list
+        self._popular: PopularNames | None = None
 
     async def key(self, index: IndexInfo) -> str | None:
         """Identifies the policy state a document was filtered with (None: no policy). Time-based
@@ -88,6 +94,8 @@ class CondaPolicy:
         ]
         if policy.time_based:
             parts.append(utcnow().strftime("%Y%m%d%H"))
+        if policy.needs_scan and self.threats is not None:  # new verdicts filter again
+            parts.append(await self.threats.flagged_marker())
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     async def current(self, index: IndexInfo) -> Policy | None:
@@ -208,8 +216,15 @@ class CondaPolicy:
         return facts_of
 
     def squats(self, name: str) -> tuple[FindingFact, ...]:
-        """Typosquat findings for a conda package name (against the popular conda names)."""
-        return ()
+        """Typosquat findings for a conda package name (against the popular conda names:
+        <STOCKADE_HOME>/popular_conda.txt when an admin put one there, else the shipped one)."""
+        if self._popular is None:
+            home = self.popular_path
+            self._popular = conda_popular(home if home is not None and home.is_file() else None)
+        return tuple(
+            FindingFact(f"typosquat:{s.technique}", s.severity, s.tier, s.message)
+            for s in check_name(name, self._popular)
+        )
 
 
 def _covers(item: Any, name: str, version: str) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stockade.adapters.http import make_client
 from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
+from stockade.core.threats.typosquat import SHIPPED_CONDA
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
@@ -100,6 +101,7 @@ class Runtime:
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
         self.conda.policy.threats = self.threats
+        self.conda.policy.popular_path = settings.home / SHIPPED_CONDA
         self.conda.threats = self.threats
         self.conda.coord = self.coord
         self.console = ConsoleService(
