@@ -308,14 +308,24 @@ class CondaService:
     async def record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
         """The served repodata record of ``filename`` (looked up through its name's shard)."""
         parsed = require_filename(filename)
-        doc = await self.repodata(ch, subdir)
-        if doc.shards is not None:
-            shard_sha = (await self._shard_index(doc.shards)).get(parsed.name)
-            if shard_sha is not None:
+        for attempt in range(2):
+            doc = await self.repodata(ch, subdir)
+            if doc.shards is None:
+                break
+            try:
+                shard_sha = (await self._shard_index(doc.shards)).get(parsed.name)
+                if shard_sha is None:
+                    break
                 blob = await anyio.to_thread.run_sync(self._store.read_bytes, shard_sha)
-                rec = rd.read_shard(blob).get(filename)
-                if rec is not None:
-                    return rec
+            except BlobMissing:  # another process replaced the document: look it up again
+                if attempt:
+                    raise
+                self.forget(ch.name)
+                continue
+            rec = rd.read_shard(blob).get(filename)
+            if rec is not None:
+                return rec
+            break
         blocked = await self._blocked_decision(ch, subdir, filename)
         if blocked is not None:
             rules = [r.line() for r in blocked.blocks]

@@ -20,9 +20,10 @@ also the malware scanner's verdict on the record's sha256 and typosquat findings
 ``policy explain`` and ``policy test`` decide raw records with :meth:`CondaPolicy.decider`
 (the same facts; a draft policy instead of the one in force).
 
-Not wired (yet): ``yanked`` (conda has no yanking; the ``removed`` list is not a fact), the
-``blocked_files = "yanked"`` presentation (a blocked record is always hidden: repodata has no
-place for a reason), and access requests for allow-list refusals.
+Not wired (yet): ``yanked`` as a fact (a yanked record is not in repodata at all; see
+``CondaService.yank``), the ``blocked_files = "yanked"`` presentation (a blocked record is
+always hidden: repodata has no place for a reason), and access requests for allow-list
+refusals.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,12 @@ def _time(value: object) -> datetime | None:
 def _license(value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
+    return _spdx(value)
+
+
+@lru_cache(maxsize=4096)
+def _spdx(value: str) -> str | None:
+    """The SPDX form of a record's licence (records repeat a few hundred licences: cached)."""
     try:
         return normalize_expression(value.strip())
     except Exception:  # not an SPDX expression: unknown to the licence rule

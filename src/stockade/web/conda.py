@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -17,7 +19,9 @@ from starlette.routing import Route
 from stockade.core import auth
 from stockade.core.conda import repodata as rd
 from stockade.core.conda.names import check_subdir, parse_filename, parse_subdirs
+from stockade.core.ports import BlobStore
 from stockade.errors import (
+    BlobMissing,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -71,32 +75,44 @@ async def _serve(
     """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index).
 
     A document this process remembers may have been replaced by another process (an upload,
-    a removal, a yank from the CLI or another worker) whose old blobs are already deleted:
-    the document is then looked up again (the new one is whole: documents are switched in one
-    UPDATE once every blob is written)."""
-    doc = await get()
-    store = rt(request).store
-    for _ in range(2):
-        shas = [doc.json, doc.gz] if form == "json" else [doc.zst if form == "zst" else doc.shards]
-        if all(sha is None or store.exists(sha) for sha in shas):
-            break
-        rt(request).conda.forget(ch.name)
+    a removal, a yank from the CLI or another worker) that deleted its old blobs: the document
+    is then looked up again (the new one is whole: documents are switched in one UPDATE once
+    every blob is written). A local blob is opened before the response starts, so a deletion
+    after that point cannot cut the body short (POSIX keeps an open file readable)."""
+    for attempt in range(3):
         doc = await get()
+        got = _doc_form(request, doc, form)
+        if isinstance(got, Response):
+            return got
+        sha, media, headers = got
+        try:
+            return await _doc_response(rt(request).store, sha, media, headers)
+        except (FileNotFoundError, BlobMissing):
+            if attempt == 2:
+                raise
+            rt(request).conda.forget(ch.name)
+    raise AssertionError("unreachable")
+
+
+def _doc_form(
+    request: Request, doc: ServedDoc, form: str
+) -> Response | tuple[str, str, dict[str, str]]:
+    """A 304, or the blob to send with its media type and headers."""
     headers = {"Cache-Control": "private, max-age=60", "Vary": "Accept-Encoding"}
     if doc.stale:
         headers["Warning"] = '110 - "Response is Stale"'
         headers["X-Stockade-Stale"] = doc.stale.encode("ascii", "replace").decode()[:200]
     if form == "json":
-        sha, media = doc.json, JSON
+        sha = doc.json
         etag = f'"{sha[:32]}"'
         gz_tag = f'"{sha[:32]}-gz"'
         if _etag_matches(request, etag, gz_tag):
             return Response(status_code=304, headers={**headers, "ETag": etag})
         if doc.gz is not None and _accepts_gzip(request):
             headers.update({"ETag": gz_tag, "Content-Encoding": "gzip"})
-            return await _blob(request, doc.gz, media, headers)
+            return doc.gz, JSON, headers
         headers["ETag"] = etag
-        return await _blob(request, sha, media, headers)
+        return sha, JSON, headers
     sha_opt = doc.zst if form == "zst" else doc.shards
     if sha_opt is None:
         raise NotFound("this channel serves no such file", "fetch repodata.json instead")
@@ -104,7 +120,32 @@ async def _serve(
     headers["ETag"] = etag
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    return await _blob(request, sha_opt, OCTET, headers)
+    return sha_opt, OCTET, headers
+
+
+async def _doc_response(
+    store: BlobStore, sha: str, media: str, headers: dict[str, str]
+) -> Response:
+    path = store.local_path(sha)
+    if path is None:
+        return await blob_response(store, sha, media_type=media, headers=headers)
+    f = await anyio.to_thread.run_sync(path.open, "rb")  # FileNotFoundError: replaced
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await anyio.to_thread.run_sync(f.read, 1024 * 1024):
+                yield chunk
+        finally:
+            f.close()
+
+    return StreamingResponse(
+        body(), media_type=media, headers={**headers, "Content-Length": str(size)}
+    )
 
 
 async def channeldata(request: Request) -> Response:
