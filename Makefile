@@ -47,6 +47,7 @@ bench: venv
 	.venv/bin/python bench/vulndb.py
 	.venv/bin/python bench/policy.py
 	.venv/bin/python bench/threats.py
+	.venv/bin/python bench/conda.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

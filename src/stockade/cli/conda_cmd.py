@@ -1,4 +1,5 @@
-"""``stockade conda channel create|list|show`` and ``stockade conda upload|packages``."""
+"""``stockade conda channel create|list|show`` and ``stockade conda
+upload|packages|remove|yank|unyank``."""
 
 from __future__ import annotations
 
@@ -154,8 +155,18 @@ def packages(
     else:
         print_table(
             f"packages of {channel}",
-            ["subdir", "filename", "size", "source", "sha256"],
-            [[p.subdir, p.filename, p.size, p.source, p.sha256[:16]] for p in items],
+            ["subdir", "filename", "size", "source", "sha256", "yanked"],
+            [
+                [
+                    p.subdir,
+                    p.filename,
+                    p.size,
+                    p.source,
+                    p.sha256[:16],
+                    "yes" if p.yanked_at else "",
+                ]
+                for p in items
+            ],
         )
 
 
@@ -332,3 +343,67 @@ def trust_verify(
             typer.echo(f"FAILED: {p}", err=True)
     if not ok:
         raise typer.Exit(1)
+
+
+def _change(
+    action: str,
+    channel: str,
+    filename: str,
+    subdir: str | None,
+    reason: str | None,
+    json: bool,
+) -> None:
+    async def go(r: Runtime) -> CondaPackageInfo:
+        ch = await r.conda.channel(channel)
+        try:
+            if action == "remove":
+                return await r.conda.remove(ch, filename, subdir=subdir, actor=None)
+            return await r.conda.yank(
+                ch, filename, subdir=subdir, reason=reason, actor=None, undo=action == "unyank"
+            )
+        finally:
+            await r.audit.flush()
+
+    p = run(go)
+    if json:
+        print_json(p.as_dict())
+    else:
+        done = {"remove": "removed", "yank": "yanked", "unyank": "unyanked"}[action]
+        typer.echo(f"{done} {p.subdir}/{p.filename} from {channel}")
+
+
+@app.command("remove")
+def remove(
+    filename: str = typer.Argument(..., help="The package file name (NAME-VERSION-BUILD.conda)."),
+    channel: str = typer.Option(..., "--channel", "-c", help="A private conda channel."),
+    subdir: str = typer.Option(None, "--subdir", help="Needed when several subdirs have it."),
+    json: bool = JsonOpt,
+) -> None:
+    """Delete a package from a private channel: its record leaves repodata (rebuilt and switched
+    atomically), its bytes are deleted, its URL answers 404. Admin only (local CLI)."""
+    _change("remove", channel, filename, subdir, None, json)
+
+
+@app.command("yank")
+def yank(
+    filename: str = typer.Argument(..., help="The package file name (NAME-VERSION-BUILD.conda)."),
+    channel: str = typer.Option(..., "--channel", "-c", help="A private conda channel."),
+    subdir: str = typer.Option(None, "--subdir", help="Needed when several subdirs have it."),
+    reason: str = typer.Option(None, "--reason", help="Why (kept with the package, audited)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Yank a package: left out of repodata.json and the shards (so solvers no longer pick it),
+    listed in repodata's ``removed`` list, still downloadable by its exact URL (existing locks
+    keep working)."""
+    _change("yank", channel, filename, subdir, reason, json)
+
+
+@app.command("unyank")
+def unyank(
+    filename: str = typer.Argument(..., help="The package file name (NAME-VERSION-BUILD.conda)."),
+    channel: str = typer.Option(..., "--channel", "-c", help="A private conda channel."),
+    subdir: str = typer.Option(None, "--subdir", help="Needed when several subdirs have it."),
+    json: bool = JsonOpt,
+) -> None:
+    """Undo a yank: the record is served in repodata again."""
+    _change("unyank", channel, filename, subdir, None, json)

@@ -14,9 +14,11 @@ import typer
 from stockade.cli.common import JsonOpt, err, print_json, print_table, settings
 from stockade.core.threats.typosquat import (
     SHIPPED,
+    SHIPPED_CONDA,
     PopularNames,
     SquatFinding,
     check_name,
+    conda_popular,
     format_list,
     list_header,
     rows_from_top_pypi,
@@ -51,6 +53,22 @@ def load_popular(path: Path | None) -> tuple[PopularNames, str]:
         ) from exc
 
 
+def load_conda_popular(path: Path | None) -> tuple[PopularNames, str]:
+    """The conda list given, else <STOCKADE_HOME>/popular_conda.txt, else the shipped one."""
+    if path is None:
+        candidate = settings().home / SHIPPED_CONDA
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return conda_popular(), "shipped conda list"
+    try:
+        return conda_popular(path), str(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(
+            f"cannot read the popular conda names list {path}: {exc}",
+            "give a file in the popular-names format ('name downloads' per line)",
+        ) from exc
+
+
 def _fail(exc: StockadeError) -> typer.Exit:
     err.print(exc.diagnostics(), markup=False, highlight=False)
     return typer.Exit(EXIT_ERROR)
@@ -62,14 +80,26 @@ def check(
     popular_list: Path = typer.Option(
         None, "--list", help="Popular-names list to check against (default: home, else shipped)."
     ),
+    ecosystem: str = typer.Option(
+        "pypi", "--ecosystem", help="pypi (PyPI projects) or conda (conda package names)."
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Check names for lookalikes of popular projects (typosquats).
 
+    With --ecosystem conda, names are checked against popular conda package names (the shipped
+    popular_conda.txt, or <STOCKADE_HOME>/popular_conda.txt when an admin put one there).
+
     Exit 0: nothing found; 1: a malicious-tier finding (block); 2: suspicious findings only;
     3: error."""
+    eco = ecosystem.strip().lower()
     try:
-        popular, source = load_popular(popular_list)
+        if eco == "conda":
+            popular, source = load_conda_popular(popular_list)
+        elif eco == "pypi":
+            popular, source = load_popular(popular_list)
+        else:
+            raise InvalidRequest(f"unknown ecosystem {ecosystem!r}", "use --ecosystem pypi|conda")
     except StockadeError as exc:
         raise _fail(exc) from None
     results: list[tuple[str, int | None, list[SquatFinding]]] = [
@@ -109,7 +139,8 @@ def check(
             )
         for n, rank, fs in results:
             if rank is not None:
-                typer.echo(f"{n}: popular project (#{rank} on PyPI), not checked")
+                where = "conda list" if eco == "conda" else "PyPI"
+                typer.echo(f"{n}: popular project (#{rank} on {where}), not checked")
             elif not fs:
                 typer.echo(f"{n}: no lookalike of a popular project")
     sys.stdout.flush()

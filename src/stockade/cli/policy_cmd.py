@@ -86,10 +86,14 @@ def history(index: str, json: bool = JsonOpt) -> None:
 def explain(
     index: str, project: str, version: str = typer.Argument(None), json: bool = JsonOpt
 ) -> None:
-    """Per file of PROJECT on INDEX: allowed or blocked, by which rule and which data."""
+    """Per file of PROJECT on INDEX: allowed or blocked, by which rule and which data.
+
+    On a conda channel, PROJECT is a conda package name: every record of it in every subdir."""
 
     async def go(r: Runtime) -> list[dict[str, Any]]:
         info = await r.indexes.get(index)
+        if info.kind.is_conda:
+            return await r.conda.explain(await r.conda.as_channel(info), project, version)
         return await r.pages.explain(info, canonicalize_name(project), version)
 
     rows = run(go)
@@ -98,7 +102,12 @@ def explain(
         return
     for row in rows:
         verdict = "allowed" if row["allowed"] else "BLOCKED"
-        typer.echo(f"{verdict:8} {row['filename']}")
+        shown = f"{row['subdir']}/{row['filename']}" if "subdir" in row else row["filename"]
+        typer.echo(f"{verdict:8} {shown}")
+        data = row.get("data") or {}
+        for label in ("vulns", "findings"):
+            for item in data.get(label) or ():
+                typer.echo(f"         {label[:-1]}: {item}")
         for line in row["blocked_by"]:
             typer.echo(f"         {line}")
         if row["exception"]:
@@ -210,6 +219,8 @@ def draft_test(
 
     Every project Stockade already knows on INDEX is decided by the policy in force and by the
     draft; the report counts files that the draft would newly block or newly allow, per project.
+    On a conda channel: every record of every subdir (a mirror's upstream repodata, a private
+    channel's packages), per package name.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -226,6 +237,8 @@ def draft_test(
     async def go(r: Runtime) -> DraftReport:
         draft = parse_policy(text)  # a malformed draft is reported like `policy set` would
         info = await r.indexes.get(index)
+        if info.kind.is_conda:
+            return await r.conda.draft_report(await r.conda.as_channel(info), draft)
         if json or not err.is_terminal:
             return await compare(r.pages, r.policies, info, draft)
         with Progress(

@@ -480,6 +480,9 @@ class CondaPackageRow(Base):
     source: Mapped[str] = mapped_column(String(16))  # upload | mirror
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     uploaded_by: Mapped[str | None] = mapped_column(String(32))
+    # yanked: kept and downloadable by exact URL, left out of repodata (listed in ``removed``)
+    yanked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    yank_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class CondaRepodataRow(Base):

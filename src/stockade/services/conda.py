@@ -46,6 +46,7 @@ from stockade.core.conda import repodata as rd
 from stockade.core.conda import trust
 from stockade.core.conda.names import check_subdir, parse_filename, require_filename
 from stockade.core.conda.package import CondaLimits, validate_conda_package
+from stockade.core.policy.model import Decision, Policy
 from stockade.core.ports import BlobStore, BlobWriter
 from stockade.errors import (
     BlobMissing,
@@ -68,7 +69,9 @@ from stockade.services.conda_repo import CondaPackageInfo, RepodataState
 from stockade.services.coordination import Coordination, hold
 from stockade.services.files import CHUNK, Fetch, StoredFile, Streaming, claim_fetch
 from stockade.services.indexes import IndexService, check_index_name
+from stockade.services.policy_check import DraftReport, ProjectChange
 from stockade.services.repo import IndexInfo
+from stockade.services.threats import ThreatService
 from stockade.settings import Settings
 from stockade.types import IndexKind
 
@@ -154,10 +157,17 @@ class CondaService:
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self.policy: CondaPolicy | None = None  # set by the Runtime: policies on channels
         self.trust: CondaTrust | None = None  # set by the Runtime: conda content trust keys
+        self.threats: ThreatService | None = None  # set by the Runtime: the malware scanner
 
     def clear(self) -> None:
         self._subdirs = None
         self._docs.clear()
+
+    def forget(self, channel: str) -> None:
+        """Drop the documents of ``channel`` this process remembers (another process replaced
+        one: it is read again from the database)."""
+        for key in [k for k in self._docs if k[0] == channel]:
+            self._docs.pop(key, None)
 
     # -- channels ------------------------------------------------------------------------------
 
@@ -278,7 +288,8 @@ class CondaService:
             pkgs = await conda_repo.list_packages(s, ch.index.id)
         by_subdir: dict[str, dict[str, Any]] = {}
         for p in pkgs:
-            rd.add_record(by_subdir.setdefault(p.subdir, {}), p.filename, p.record)
+            if p.yanked_at is None:
+                rd.add_record(by_subdir.setdefault(p.subdir, {}), p.filename, p.record)
         body = orjson.dumps(rd.private_channeldata(by_subdir))
         served = ServedDoc(self._store.put_bytes(body), None, None, None, len(pkgs))
         self._docs[key] = _Cached(served, float("inf"))
@@ -307,15 +318,25 @@ class CondaService:
     async def record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
         """The served repodata record of ``filename`` (looked up through its name's shard)."""
         parsed = require_filename(filename)
-        doc = await self.repodata(ch, subdir)
-        if doc.shards is not None:
-            shard_sha = (await self._shard_index(doc.shards)).get(parsed.name)
-            if shard_sha is not None:
+        for attempt in range(2):
+            doc = await self.repodata(ch, subdir)
+            if doc.shards is None:
+                break
+            try:
+                shard_sha = (await self._shard_index(doc.shards)).get(parsed.name)
+                if shard_sha is None:
+                    break
                 blob = await anyio.to_thread.run_sync(self._store.read_bytes, shard_sha)
-                rec = rd.read_shard(blob).get(filename)
-                if rec is not None:
-                    return rec
-        blocked = self.policy.blocked(ch.name, subdir, filename) if self.policy else None
+            except BlobMissing:  # another process replaced the document: look it up again
+                if attempt:
+                    raise
+                self.forget(ch.name)
+                continue
+            rec = rd.read_shard(blob).get(filename)
+            if rec is not None:
+                return rec
+            break
+        blocked = await self._blocked_decision(ch, subdir, filename)
         if blocked is not None:
             rules = [r.line() for r in blocked.blocks]
             raise PolicyBlocked(
@@ -375,6 +396,182 @@ class CondaService:
                     ):
                         reasons.extend(f"{fn}: {r.line()}" for r in decision.blocks)
         return False, reasons
+
+    # -- policy explain / draft test ---------------------------------------------------------
+
+    async def _explain_subdirs(self, ch: CondaChannel) -> list[str]:
+        if ch.mirror:
+            return list(ch.subdirs)
+        return sorted({p.subdir for p in await self.packages(ch)})
+
+    async def raw_records(self, ch: CondaChannel, subdir: str) -> dict[str, Any]:
+        """The subdir's repodata before any policy: the upstream document (mirror, fetched or
+        revalidated as a client read would) or the channel's stored records (private)."""
+        path = f"{subdir}/{rd.REPODATA}"
+        if ch.mirror:
+            await self.repodata(ch, subdir)
+            async with self._sessions() as s:
+                state = await conda_repo.get_state(s, ch.index.id, path)
+            if state is None or not state.source_sha256:
+                return rd.empty_repodata(subdir)
+            async with self._store.open_local(state.source_sha256) as source:
+                loaded: dict[str, Any] = await anyio.to_thread.run_sync(
+                    lambda: rd.load_repodata(source, what=f"{ch.name}/{path}")
+                )
+            return loaded
+        data = rd.empty_repodata(subdir)
+        for p in await self.packages(ch, subdir):
+            if p.yanked_at is None:  # a yanked record is not served: nothing to decide
+                rd.add_record(data, p.filename, p.record)
+        return data
+
+    async def explain(
+        self, ch: CondaChannel, name: str, version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``policy explain`` for a conda package: per record of ``name`` (and ``version``) in
+        every subdir, allowed or blocked, by which rule, with the facts the rules read."""
+        assert self.policy is not None
+        policy = await self.policy.current(ch.index)
+        rows: list[dict[str, Any]] = []
+        want = name.strip().lower()
+        for subdir in await self._explain_subdirs(ch):
+            full = await self.raw_records(ch, subdir)
+            data = rd.empty_repodata(subdir)
+            for key in rd.RECORD_KEYS:
+                for fn, rec in (full.get(key) or {}).items():
+                    if not isinstance(rec, dict) or str(rec.get("name", "")).lower() != want:
+                        continue
+                    if version is not None and str(rec.get("version")) != version:
+                        continue
+                    data[key][fn] = rec
+            del full
+            facts_of = await self.policy.facts(ch.index, data)
+            decide = await self.policy.decider(ch.index, policy, data) if policy else None
+            for key in rd.RECORD_KEYS:
+                for fn, rec in sorted(data[key].items()):
+                    facts = facts_of(fn, rec)
+                    sha = rec.get("sha256")
+                    row: dict[str, Any] = {
+                        "filename": fn,
+                        "subdir": subdir,
+                        "version": facts.version,
+                        "build": rec.get("build"),
+                        "allowed": True,
+                        "blocked_by": [],
+                        "warnings": [],
+                        "exception": None,
+                        "data": {
+                            "sha256": sha,
+                            "size": facts.size,
+                            "license": rec.get("license"),
+                            "license_spdx": facts.license,
+                            "timestamp": (
+                                facts.upload_time.isoformat() if facts.upload_time else None
+                            ),
+                            "vulns": [f"{v.id} ({v.severity})" for v in facts.vulns],
+                            "findings": [
+                                f"{f.rule} ({f.tier}): {f.message}" for f in facts.findings
+                            ],
+                        },
+                    }
+                    if not isinstance(sha, str) or len(sha) != 64:
+                        row["allowed"] = False
+                        row["blocked_by"] = ["no sha256 in the record: never served"]
+                    elif decide is not None:
+                        d = decide(fn, rec)
+                        row["allowed"] = d.allowed
+                        row["blocked_by"] = [x.line() for x in d.blocks]
+                        row["warnings"] = [x.line() for x in d.warnings]
+                        row["exception"] = d.exception
+                    rows.append(row)
+        return rows
+
+    async def draft_report(
+        self,
+        ch: CondaChannel,
+        draft: Policy,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DraftReport:
+        """``policy test`` for a channel: every record of every subdir decided by the policy in
+        force and by ``draft`` (exceptions in force apply to both); changes per package."""
+        assert self.policy is not None
+        current = await self.policy.current(ch.index)
+        report = DraftReport(ch.name)
+        changes: dict[str, ProjectChange] = {}
+        subdirs = await self._explain_subdirs(ch)
+        for n, subdir in enumerate(subdirs, 1):
+            if progress is not None:
+                progress(n, len(subdirs))
+            try:
+                data = await self.raw_records(ch, subdir)
+            except StockadeError as exc:
+                report.errors.append((subdir, exc.message))
+                continue
+            before = await self.policy.decider(ch.index, current, data) if current else None
+            after = await self.policy.decider(ch.index, draft, data)
+            for key in rd.RECORD_KEYS:
+                for fn, rec in (data.get(key) or {}).items():
+                    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
+                        continue
+                    name = str(rec.get("name", ""))
+                    change = changes.get(name)
+                    if change is None:
+                        change = changes[name] = ProjectChange(name, 0, 0, 0)
+                    old = before(fn, rec) if before is not None else None
+                    new = after(fn, rec)
+                    was_blocked = old is not None and not old.allowed
+                    change.files += 1
+                    change.blocked_before += was_blocked
+                    change.blocked_after += not new.allowed
+                    shown = f"{subdir}/{fn}"
+                    if not was_blocked and not new.allowed:
+                        change.newly_blocked.append((shown, new.summary()))
+                    elif was_blocked and new.allowed:
+                        assert old is not None
+                        change.newly_allowed.append((shown, old.summary()))
+            del data
+        for name in sorted(changes):
+            c = changes[name]
+            report.projects += 1
+            report.files += c.files
+            report.blocked_before += c.blocked_before
+            report.blocked_after += c.blocked_after
+            if c.newly_blocked or c.newly_allowed:
+                c.newly_blocked.sort()
+                c.newly_allowed.sort()
+                report.changes.append(c)
+        return report
+
+    async def _blocked_decision(
+        self, ch: CondaChannel, subdir: str, filename: str
+    ) -> Decision | None:
+        """Why ``filename`` is not served: the decision remembered when this process filtered
+        the document, else decided now (another process may have derived the document)."""
+        if self.policy is None:
+            return None
+        got = self.policy.blocked(ch.name, subdir, filename)
+        if got is not None:
+            return got
+        policy = await self.policy.current(ch.index)
+        if policy is None:
+            return None
+        rec: dict[str, Any] | None = None
+        if ch.mirror:
+            full = await self.raw_records(ch, subdir)
+            for key in rd.RECORD_KEYS:
+                found = (full.get(key) or {}).get(filename)
+                rec = found if isinstance(found, dict) else rec
+            del full
+        else:
+            async with self._sessions() as s:
+                pkg = await conda_repo.get_package(s, ch.index.id, subdir, filename)
+            rec = pkg.record if pkg is not None and pkg.yanked_at is None else None
+        if rec is None:
+            return None
+        data = rd.empty_repodata(subdir)
+        rd.add_record(data, filename, rec)
+        decision = (await self.policy.decider(ch.index, policy, data))(filename, rec)
+        return None if decision.allowed else decision
 
     # -- mirror documents ----------------------------------------------------------------------
 
@@ -757,7 +954,11 @@ class CondaService:
                     pkgs = await conda_repo.list_packages(s, ch.index.id, subdir)
                 data = rd.empty_repodata(subdir)
                 for p in pkgs:
-                    rd.add_record(data, p.filename, p.record)
+                    if p.yanked_at is None:
+                        rd.add_record(data, p.filename, p.record)
+                    else:  # conda's own list of files kept on the channel but not offered
+                        data["removed"].append(p.filename)
+                data["removed"].sort()
             keep = await self._keep(ch, subdir, data)
             shas, packages, _ = await anyio.to_thread.run_sync(
                 self._derive_files, None, data, path, keep, self._sign(ch, path)
@@ -782,6 +983,139 @@ class CondaService:
         self._docs.pop((ch.name, CHANNELDATA), None)
         return doc
 
+    # -- remove / yank (private channels) -----------------------------------------------------
+
+    async def _stored(
+        self, ch: CondaChannel, filename: str, subdir: str | None
+    ) -> CondaPackageInfo:
+        if ch.mirror:
+            raise InvalidRequest(
+                f"conda channel {ch.name!r} is a mirror; packages are removed or yanked on "
+                "private channels",
+                "a mirror serves what its upstream lists; a policy can block records "
+                "(`stockade policy set`)",
+            )
+        require_filename(filename)
+        if subdir is not None:
+            check_subdir(subdir)
+        found = [p for p in await self.packages(ch, subdir) if p.filename == filename]
+        if not found:
+            where = f"{subdir}/" if subdir else ""
+            raise NotFound(
+                f"{where}{filename} is not a package of conda channel {ch.name!r}",
+                f"see `stockade conda packages {ch.name}`",
+            )
+        if len(found) > 1:
+            raise InvalidRequest(
+                f"{filename} is in several subdirs of {ch.name!r}: "
+                + ", ".join(p.subdir for p in found),
+                "say which with --subdir",
+            )
+        return found[0]
+
+    async def remove(
+        self, ch: CondaChannel, filename: str, *, subdir: str | None = None, actor: str | None
+    ) -> CondaPackageInfo:
+        """Delete a package of a private channel: its record goes, the subdir's repodata is
+        rebuilt (switched atomically, like every document), and its bytes are deleted once no
+        row uses them (the URL answers 404 from then on)."""
+        pkg = await self._stored(ch, filename, subdir)
+        async with self._sessions() as s, s.begin():
+            await conda_repo.delete_package(s, ch.index.id, pkg.subdir, pkg.filename)
+        await self._regenerate(ch, pkg.subdir, None)
+        self._docs.pop((ch.name, CHANNELDATA), None)
+        await self._drop_blobs({pkg.sha256})
+        self._audit.record(
+            "conda.remove",
+            actor=actor,
+            index=ch.name,
+            project=pkg.name,
+            filename=f"{pkg.subdir}/{pkg.filename}",
+            sha256=pkg.sha256,
+            version=pkg.version,
+        )
+        if self._changed is not None:
+            self._changed()
+        return pkg
+
+    async def yank(
+        self,
+        ch: CondaChannel,
+        filename: str,
+        *,
+        subdir: str | None = None,
+        reason: str | None = None,
+        actor: str | None,
+        undo: bool = False,
+    ) -> CondaPackageInfo:
+        """Yank (``undo``: unyank) a package of a private channel. A yanked record leaves
+        repodata.json and the shards, so solvers no longer pick it, and is listed in the
+        document's ``removed`` list; its file stays downloadable by exact URL for existing
+        locks."""
+        pkg = await self._stored(ch, filename, subdir)
+        async with self._sessions() as s, s.begin():
+            got = await conda_repo.set_yanked(
+                s, ch.index.id, pkg.subdir, pkg.filename, reason, not undo
+            )
+        assert got is not None
+        await self._regenerate(ch, pkg.subdir, None)
+        self._docs.pop((ch.name, CHANNELDATA), None)
+        self._audit.record(
+            "conda.unyank" if undo else "conda.yank",
+            actor=actor,
+            index=ch.name,
+            project=pkg.name,
+            filename=f"{pkg.subdir}/{pkg.filename}",
+            sha256=pkg.sha256,
+            version=pkg.version,
+            reason=reason,
+        )
+        if self._changed is not None:
+            self._changed()
+        return got
+
+    async def _needs_scan(self, ch: CondaChannel) -> bool:
+        policy = await self.policy.current(ch.index) if self.policy is not None else None
+        return policy is not None and policy.needs_scan
+
+    async def _scan(self, ch: CondaChannel, sha: str, filename: str) -> bool:
+        """Scan a stored package with the malware scanner (in its worker process): waited for
+        when the channel's policy has a ``threats`` rule, else in the background. Whether the
+        verdict is malicious or suspicious."""
+        if self.threats is None:
+            return False
+        if not await self._needs_scan(ch):
+            if not self.threats.known(sha):
+                self.threats.enqueue(sha, filename)
+            return False
+        report = await self.threats.ensure(sha, filename)
+        return report is not None and report.verdict in ("malicious", "suspicious")
+
+    async def _yanked_record(self, ch: CondaChannel, subdir: str, filename: str) -> dict[str, Any]:
+        """The record of a yanked file (decided by the channel's policy like a listed one)."""
+        async with self._sessions() as s:
+            pkg = await conda_repo.get_package(s, ch.index.id, subdir, filename)
+        if pkg is None or pkg.yanked_at is None:
+            raise NotFound(
+                f"{subdir}/{filename} is not in the repodata of conda channel {ch.name!r}",
+                "check the name, version and build (a channel's policy may leave files out)",
+            )
+        policy = await self.policy.current(ch.index) if self.policy else None
+        if self.policy is not None and policy is not None:
+            data = rd.empty_repodata(subdir)
+            rd.add_record(data, filename, pkg.record)
+            decision = (await self.policy.decider(ch.index, policy, data))(filename, pkg.record)
+            if not decision.allowed:
+                rules = [r.line() for r in decision.blocks]
+                raise PolicyBlocked(
+                    f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
+                    + "; ".join(rules),
+                    f"see `stockade policy show {ch.name}`; an admin can grant an exception",
+                    rules,
+                    False,
+                )
+        return pkg.record
+
     # -- package files -------------------------------------------------------------------------
 
     async def open_package(
@@ -791,13 +1125,51 @@ class CondaService:
         parsed = parse_filename(filename)
         if parsed is None:
             raise NotFound(f"{filename!r} is not a file of conda channel {ch.name!r}")
-        # Only what the served repodata lists (a policy may have left a file out: 403).
-        rec = await self.record(ch, subdir, filename)
+        # Only what the served repodata lists (a policy may have left a file out: 403), and
+        # yanked files of private channels, by their exact URL (existing locks still install).
+        try:
+            rec = await self.record(ch, subdir, filename)
+        except NotFound:
+            if ch.mirror:
+                raise
+            rec = await self._yanked_record(ch, subdir, filename)
         sha = str(rec["sha256"]).lower()
         if not ch.mirror:
             if not self._store.exists(sha):
                 raise NotFound(f"{filename} is listed but its bytes are missing from storage")
             return StoredFile(sha, self._store.size(sha))
+        got = await self._open_mirrored(ch, subdir, filename, rec, sha)
+        if self.threats is None or (isinstance(got, StoredFile) and self.threats.known(sha)):
+            return got
+        if not await self._needs_scan(ch):
+            if isinstance(got, StoredFile):
+                self.threats.enqueue(sha, filename)
+            else:  # scanned once the fetch has stored the file
+                fetch = got.fetch
+
+                async def later() -> None:
+                    await fetch.done.wait()
+                    if fetch.error is None and self.threats is not None:
+                        self.threats.enqueue(sha, filename)
+
+                task = asyncio.create_task(later())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return got
+        # The policy blocks on the scanner's verdict: have the whole file, scan it, decide again.
+        if isinstance(got, Streaming):
+            await got.fetch.done.wait()
+            if got.fetch.error is not None:
+                raise got.fetch.error
+            got = StoredFile(sha, self._store.size(sha))
+        if await self._scan(ch, sha, filename):
+            self.forget(ch.name)  # the verdict changed the policy key: filtered again
+            await self.record(ch, subdir, filename)  # raises PolicyBlocked if the rule blocks
+        return got
+
+    async def _open_mirrored(
+        self, ch: CondaChannel, subdir: str, filename: str, rec: dict[str, Any], sha: str
+    ) -> StoredFile | Streaming:
         if self._store.exists(sha):
             return StoredFile(sha, self._store.size(sha))
         fetch = self._fetches.get(sha)
@@ -1025,6 +1397,7 @@ class CondaService:
                 raise
         finally:
             writer.abort()  # no-op once committed
+        await self._scan(ch, sha, filename)
         try:
             await self._regenerate(ch, meta.subdir, info)
         except Exception as exc:

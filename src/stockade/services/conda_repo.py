@@ -34,6 +34,8 @@ class CondaPackageInfo:
     uploaded_at: datetime
     uploaded_by: str | None
     record: dict[str, Any]
+    yanked_at: datetime | None = None
+    yank_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,9 @@ class CondaPackageInfo:
             "source": self.source,
             "uploaded_at": self.uploaded_at.isoformat(),
             "uploaded_by": self.uploaded_by,
+            "yanked": self.yanked_at is not None,
+            "yanked_at": self.yanked_at.isoformat() if self.yanked_at else None,
+            "yank_reason": self.yank_reason,
         }
 
 
@@ -95,6 +100,8 @@ def _package(row: CondaPackageRow) -> CondaPackageInfo:
         uploaded_at=aware(row.uploaded_at) or utcnow(),
         uploaded_by=row.uploaded_by,
         record=orjson.loads(row.record),
+        yanked_at=aware(row.yanked_at),
+        yank_reason=row.yank_reason,
     )
 
 
@@ -158,6 +165,41 @@ async def add_trust_document(
 async def insert_channel(s: AsyncSession, index_id: int, subdirs: list[str]) -> None:
     s.add(CondaChannelRow(index_id=index_id, subdirs=subdirs))
     await s.flush()
+
+
+async def _package_row(
+    s: AsyncSession, index_id: int, subdir: str, filename: str
+) -> CondaPackageRow | None:
+    return (
+        await s.execute(
+            select(CondaPackageRow).where(
+                CondaPackageRow.index_id == index_id,
+                CondaPackageRow.subdir == subdir,
+                CondaPackageRow.filename == filename,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def delete_package(s: AsyncSession, index_id: int, subdir: str, filename: str) -> bool:
+    row = await _package_row(s, index_id, subdir, filename)
+    if row is None:
+        return False
+    await s.delete(row)
+    await s.flush()
+    return True
+
+
+async def set_yanked(
+    s: AsyncSession, index_id: int, subdir: str, filename: str, reason: str | None, yank: bool
+) -> CondaPackageInfo | None:
+    row = await _package_row(s, index_id, subdir, filename)
+    if row is None:
+        return None
+    row.yanked_at = utcnow() if yank else None
+    row.yank_reason = reason if yank else None
+    await s.flush()
+    return _package(row)
 
 
 async def get_package(

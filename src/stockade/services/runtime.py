@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stockade.adapters.http import make_client
 from stockade.adapters.pypi import UpstreamIndex
 from stockade.adapters.storage import open_store
+from stockade.core.threats.typosquat import SHIPPED_CONDA
 from stockade.db.engine import make_async_engine, make_sessionmaker
 from stockade.services.alerts import AlertService
 from stockade.services.audit import AuditLog
@@ -113,6 +114,9 @@ class Runtime:
             settings, self.sessions, self.store, self.indexes, self.audit, self.http, self.changed
         )
         self.conda.policy = CondaPolicy(self.policies, self.vulns)
+        self.conda.policy.threats = self.threats
+        self.conda.policy.popular_path = settings.home / SHIPPED_CONDA
+        self.conda.threats = self.threats
         self.conda.coord = self.coord
         self.conda_trust = CondaTrust(settings, self.sessions, self.audit)
         self.conda.trust = self.conda_trust

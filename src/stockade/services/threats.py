@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -172,6 +172,16 @@ class ThreatService:
                     for row in (await s.execute(q)).scalars():
                         out[row.sha256] = self._remember(_report(row))
         return out
+
+    async def flagged_marker(self) -> str:
+        """Changes whenever a file gets a malicious or suspicious verdict (documents filtered
+        by a ``threats`` rule are derived again when it does)."""
+        async with self._sessions() as s:
+            q = select(func.count(), func.max(ScanReportRow.scanned_at)).where(
+                ScanReportRow.verdict.in_(("malicious", "suspicious"))
+            )
+            count, last = (await s.execute(q)).one()
+        return f"t{count}:{last.isoformat() if last else ''}"
 
     async def report(self, sha256: str) -> ScanReport | None:
         return (await self.reports_many([sha256])).get(sha256.lower())

@@ -820,6 +820,10 @@ async def api_policy_explain(request: Request) -> Response:
     project = request.query_params.get("project")
     if not project:
         raise InvalidRequest("project is required", "?project=requests&version=2.19.0")
+    if index.kind.is_conda:
+        conda = rt(request).conda
+        ch = await conda.as_channel(index)
+        return _json(await conda.explain(ch, project, request.query_params.get("version")))
     rows = await rt(request).pages.explain(
         index, canonicalize_name(project), request.query_params.get("version")
     )
@@ -834,6 +838,9 @@ async def api_policy_test(request: Request) -> Response:
     runtime = rt(request)
     index, _ = await authorized_index(request, request.path_params["index"], Scope.ADMIN)
     draft = parse_policy(await _policy_text(request))
+    if index.kind.is_conda:
+        report = await runtime.conda.draft_report(await runtime.conda.as_channel(index), draft)
+        return _json(report.as_dict())
     report = await compare(runtime.pages, runtime.policies, index, draft)
     return _json(report.as_dict())
 

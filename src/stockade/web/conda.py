@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -17,7 +20,9 @@ from stockade.core import auth
 from stockade.core.conda import repodata as rd
 from stockade.core.conda import trust as rd_trust
 from stockade.core.conda.names import check_subdir, parse_filename, parse_subdirs
+from stockade.core.ports import BlobStore
 from stockade.errors import (
+    BlobMissing,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -65,23 +70,50 @@ async def _blob(
     )
 
 
-async def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
-    """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index)."""
+async def _serve(
+    request: Request, ch: CondaChannel, get: Callable[[], Awaitable[ServedDoc]], form: str
+) -> Response:
+    """``form``: ``json`` (gzip when accepted), ``zst`` or ``shards`` (the CEP-16 index).
+
+    A document this process remembers may have been replaced by another process (an upload,
+    a removal, a yank from the CLI or another worker) that deleted its old blobs: the document
+    is then looked up again (the new one is whole: documents are switched in one UPDATE once
+    every blob is written). A local blob is opened before the response starts, so a deletion
+    after that point cannot cut the body short (POSIX keeps an open file readable)."""
+    for attempt in range(3):
+        doc = await get()
+        got = _doc_form(request, doc, form)
+        if isinstance(got, Response):
+            return got
+        sha, media, headers = got
+        try:
+            return await _doc_response(rt(request).store, sha, media, headers)
+        except (FileNotFoundError, BlobMissing):
+            if attempt == 2:
+                raise
+            rt(request).conda.forget(ch.name)
+    raise AssertionError("unreachable")
+
+
+def _doc_form(
+    request: Request, doc: ServedDoc, form: str
+) -> Response | tuple[str, str, dict[str, str]]:
+    """A 304, or the blob to send with its media type and headers."""
     headers = {"Cache-Control": "private, max-age=60", "Vary": "Accept-Encoding"}
     if doc.stale:
         headers["Warning"] = '110 - "Response is Stale"'
         headers["X-Stockade-Stale"] = doc.stale.encode("ascii", "replace").decode()[:200]
     if form == "json":
-        sha, media = doc.json, JSON
+        sha = doc.json
         etag = f'"{sha[:32]}"'
         gz_tag = f'"{sha[:32]}-gz"'
         if _etag_matches(request, etag, gz_tag):
             return Response(status_code=304, headers={**headers, "ETag": etag})
         if doc.gz is not None and _accepts_gzip(request):
             headers.update({"ETag": gz_tag, "Content-Encoding": "gzip"})
-            return await _blob(request, doc.gz, media, headers)
+            return doc.gz, JSON, headers
         headers["ETag"] = etag
-        return await _blob(request, sha, media, headers)
+        return sha, JSON, headers
     sha_opt = doc.zst if form == "zst" else doc.shards
     if sha_opt is None:
         raise NotFound("this channel serves no such file", "fetch repodata.json instead")
@@ -89,12 +121,37 @@ async def _serve(request: Request, doc: ServedDoc, form: str) -> Response:
     headers["ETag"] = etag
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    return await _blob(request, sha_opt, OCTET, headers)
+    return sha_opt, OCTET, headers
+
+
+async def _doc_response(
+    store: BlobStore, sha: str, media: str, headers: dict[str, str]
+) -> Response:
+    path = store.local_path(sha)
+    if path is None:
+        return await blob_response(store, sha, media_type=media, headers=headers)
+    f = await anyio.to_thread.run_sync(path.open, "rb")  # FileNotFoundError: replaced
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await anyio.to_thread.run_sync(f.read, 1024 * 1024):
+                yield chunk
+        finally:
+            f.close()
+
+    return StreamingResponse(
+        body(), media_type=media, headers={**headers, "Content-Length": str(size)}
+    )
 
 
 async def channeldata(request: Request) -> Response:
     ch, _ = await _channel(request, Scope.READ)
-    return await _serve(request, await rt(request).conda.channeldata(ch), "json")
+    return await _serve(request, ch, lambda: rt(request).conda.channeldata(ch), "json")
 
 
 async def subdir_file(request: Request) -> Response:
@@ -103,11 +160,11 @@ async def subdir_file(request: Request) -> Response:
     filename = request.path_params["filename"]
     conda = rt(request).conda
     if filename in (rd.REPODATA, CURRENT):
-        return await _serve(request, await conda.repodata(ch, subdir, filename), "json")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir, filename), "json")
     if filename == rd.REPODATA + ".zst":
-        return await _serve(request, await conda.repodata(ch, subdir), "zst")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir), "zst")
     if filename == rd.SHARDS_INDEX:
-        return await _serve(request, await conda.repodata(ch, subdir), "shards")
+        return await _serve(request, ch, lambda: conda.repodata(ch, subdir), "shards")
     if filename.startswith(("repodata", "current_repodata")):
         raise NotFound(
             f"{subdir}/{filename} is not offered",
@@ -314,6 +371,29 @@ async def api_packages(request: Request) -> Response:
     return _json(info.as_dict(), 201)
 
 
+async def api_package(request: Request) -> Response:
+    """DELETE a package of a private channel (admin on the channel)."""
+    ch, actor = await _channel(request, Scope.ADMIN)
+    p = request.path_params
+    got = await rt(request).conda.remove(ch, p["filename"], subdir=p["subdir"], actor=actor)
+    return _json(got.as_dict())
+
+
+async def api_yank(request: Request) -> Response:
+    """POST .../yank {"reason"} or .../unyank (admin on the channel)."""
+    ch, actor = await _channel(request, Scope.ADMIN)
+    p = request.path_params
+    undo = request.url.path.endswith("/unyank")
+    reason = None
+    if not undo and await request.body():
+        data = await _body(request)
+        reason = str(data["reason"]) if data.get("reason") else None
+    got = await rt(request).conda.yank(
+        ch, p["filename"], subdir=p["subdir"], reason=reason, actor=actor, undo=undo
+    )
+    return _json(got.as_dict())
+
+
 routes = [
     Route("/conda/{channel}/" + CHANNELDATA, channeldata),
     Route("/conda/{channel}/" + rd_trust.KEY_MGR_FILE, trust_metadata),
@@ -322,4 +402,9 @@ routes = [
     Route("/conda/{channel}/{subdir}/{filename}", subdir_file),
     Route("/api/v1/conda/channels", api_channels, methods=["GET", "POST"]),
     Route("/api/v1/conda/{channel}/packages", api_packages, methods=["GET", "POST"]),
+    Route("/api/v1/conda/{channel}/packages/{subdir}/{filename}", api_package, methods=["DELETE"]),
+    Route("/api/v1/conda/{channel}/packages/{subdir}/{filename}/yank", api_yank, methods=["POST"]),
+    Route(
+        "/api/v1/conda/{channel}/packages/{subdir}/{filename}/unyank", api_yank, methods=["POST"]
+    ),
 ]

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import zstandard
+
 __all__ = ["ArchiveEvent", "Member", "ScanLimits", "sniff", "walk"]
 
 _MIB: Final = 1024 * 1024
@@ -49,6 +51,9 @@ class ScanLimits:
     max_payload_depth: int = 5  # decode-then-exec layers followed
     max_payload_bytes: int = 32 * _MIB  # decoded payload bytes analysed per file
     max_fold_steps: int = 300_000  # constant-folding steps per Python file
+    # a nested archive member (a .conda's pkg-*.tar.zst) is read up to this size to be opened;
+    # its bytes count against max_total_bytes like every decompressed byte
+    max_nested_bytes: int = 256 * _MIB
 
 
 @dataclass(slots=True)
@@ -109,7 +114,7 @@ _BINARY_MAGIC: Final = (
 
 
 def sniff(head: bytes) -> str:
-    """zip | gzip | bz2 | xz | tar | binary | text (from the first bytes)."""
+    """zip | gzip | bz2 | xz | zstd | tar | binary | text (from the first bytes)."""
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "zip"
     if head[:2] == b"\x1f\x8b":
@@ -118,6 +123,8 @@ def sniff(head: bytes) -> str:
         return "bz2"
     if head[:6] == b"\xfd7zXZ\x00":
         return "xz"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     if head.startswith(_BINARY_MAGIC) and not head.startswith(b"MZ\n"):
@@ -151,8 +158,8 @@ def _charge(st: _State, n: int) -> None:
 
 
 class _Inflater(io.RawIOBase):
-    """A readable stream of decompressed bytes (gzip/zlib, bz2, xz), charged to the budget,
-    that stops with _Budget on a bomb."""
+    """A readable stream of decompressed bytes (gzip/zlib, bz2, xz, zstd), charged to the
+    budget, that stops with _Budget on a bomb."""
 
     def __init__(self, raw: bytes, kind: str, st: _State, shown: str) -> None:
         self._raw = raw
@@ -170,6 +177,11 @@ class _Inflater(io.RawIOBase):
             return zlib.decompressobj(zlib.MAX_WBITS | 16)
         if self._kind == "bz2":
             return bz2.BZ2Decompressor()
+        if self._kind == "zstd":  # a bounded reader: read(n) never returns more than n bytes
+            self._src = io.BytesIO(self._raw)
+            return zstandard.ZstdDecompressor().stream_reader(
+                self._src, read_size=65536, read_across_frames=True
+            )
         return lzma.LZMADecompressor()
 
     def readable(self) -> bool:
@@ -177,6 +189,10 @@ class _Inflater(io.RawIOBase):
 
     def _more(self, want: int) -> bytes:
         d = self._d
+        if self._kind == "zstd":
+            chunk = d.read(want)
+            self._pos = self._src.tell()
+            return bytes(chunk)
         while True:
             if self._kind == "gzip":
                 if d.unconsumed_tail:
@@ -280,7 +296,7 @@ def _walk_blob(
             yield Member(shown, name, data[: st.limits.binary_head], len(data), True, True, depth)
             return
         yield from _walk_zip(data, shown, depth, st, top)
-    elif kind in ("gzip", "bz2", "xz"):
+    elif kind in ("gzip", "bz2", "xz", "zstd"):
         if depth > st.limits.max_depth:
             st.event("archive_too_deep", shown, f"archive nested deeper than {st.limits.max_depth}")
             yield Member(shown, name, data[: st.limits.binary_head], len(data), True, True, depth)
@@ -305,7 +321,7 @@ def _walk_compressed(
     head = b""
     try:
         head = stream.read(8192)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, zstandard.ZstdError) as exc:
         st.event("archive_corrupt", shown, f"cannot decompress: {exc}")
         return
     inner_kind = sniff(head)
@@ -316,12 +332,12 @@ def _walk_compressed(
     # a compressed single file (data.json.gz, payload.py.gz, a tar that is not one, ...)
     try:
         rest, _truncated = _read_capped(stream, st, st.limits.max_member_bytes)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, zstandard.ZstdError) as exc:
         st.event("archive_corrupt", shown, f"cannot decompress: {exc}")
         return
     body = head + rest
     inner = shown.rsplit("/", 1)[-1]
-    for ext in (".gz", ".tgz", ".bz2", ".xz", ".tbz2", ".txz"):
+    for ext in (".gz", ".tgz", ".bz2", ".xz", ".tbz2", ".txz", ".zst"):
         if inner.lower().endswith(ext):
             inner = inner[: -len(ext)] or "data"
             break
@@ -377,7 +393,14 @@ def _walk_tar(
         while True:
             try:
                 ti = tf.next()
-            except (tarfile.TarError, OSError, EOFError, ValueError, UnicodeError) as exc:
+            except (
+                tarfile.TarError,
+                OSError,
+                EOFError,
+                ValueError,
+                UnicodeError,
+                zstandard.ZstdError,
+            ) as exc:
                 st.event("archive_corrupt", shown, f"tar stream broken: {exc}")
                 return
             if ti is None:
@@ -413,7 +436,14 @@ def _walk_tar(
                 continue
             try:
                 yield from _member(f, name, disp, ti.size, depth, st, "tar")
-            except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            except (
+                tarfile.TarError,
+                OSError,
+                EOFError,
+                zlib.error,
+                lzma.LZMAError,
+                zstandard.ZstdError,
+            ) as exc:
                 st.event("archive_corrupt", disp, f"cannot read member: {exc}")
                 return
     finally:
@@ -454,6 +484,8 @@ def _member(
         )
         return
     cap = lim.max_member_bytes
+    if kind in ("zip", "gzip", "bz2", "xz", "zstd", "tar"):
+        cap = max(cap, lim.max_nested_bytes)  # an inner archive is opened whole when it fits
     rest = f.read(max(0, cap + 1 - len(head)))
     assert isinstance(rest, bytes)
     if container == "zip":
@@ -461,7 +493,7 @@ def _member(
     data = head + rest
     truncated = len(data) > cap
     data = data[:cap]
-    if kind in ("zip", "gzip", "bz2", "xz", "tar") and not truncated:
+    if kind in ("zip", "gzip", "bz2", "xz", "zstd", "tar") and not truncated:
         if depth + 1 > lim.max_depth:
             st.event("archive_too_deep", disp, f"archive nested deeper than {lim.max_depth}")
             yield Member(disp, name, data[: lim.binary_head], size, True, True, depth, container)

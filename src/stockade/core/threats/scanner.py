@@ -368,6 +368,11 @@ def _rebased(res: PyResult, path: str) -> PyResult:
 
 
 CACHE: Final = _ContentCache()
+# conda link scripts: bin/.NAME-post-link.sh, Scripts/.NAME-pre-unlink.bat (run by conda at
+# install / removal time, in the environment's prefix)
+_CONDA_LINK: Final = re.compile(
+    r"(?:^|/)(?:bin|Scripts)/\.[^/]+-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)$"
+)
 
 
 class _Scan:
@@ -610,7 +615,9 @@ class _Scan:
                 continue
             run = self.runs.get(base)
             script = base.endswith(_SCRIPT_EXT) or m.data[:2] == b"#!"
-            if run is not None or script:
+            if _CONDA_LINK.search(m.name):  # conda runs it when the package is installed
+                self._text(m, ctx="install", as_shell=True)
+            elif run is not None or script:
                 self._text(m, ctx=run[0] if run is not None else "runtime")
             elif any(n in m.data for n in _WEBHOOK_NEEDLES):
                 self._text(m, tags=tuple(t for t in self.rules.text_tags if t.name == "webhook"))
@@ -713,6 +720,7 @@ class _Scan:
         role: str = "module",
         ctx: str = "runtime",
         tags: tuple[Any, ...] | None = None,
+        as_shell: bool = False,
     ) -> None:
         """Cheap checks: string tags over raw text (Python too large or unparsable, scripts
         and files that code runs, webhooks anywhere)."""
@@ -745,6 +753,8 @@ class _Scan:
             pos = min(p for t, p in hits if t in labels)
             line, snip = _line_at(text, pos)
             events.append(Event("text_ioc", labels, line, snip, 0, m.path))
+            if as_shell:  # the whole file is a shell script something runs: its commands run
+                events.append(Event("shell", labels, line, snip, 0, m.path))
             for tag in sorted(labels & self.rules.event_tags):
                 events.append(Event(tag, frozenset(), line, snip, 0, m.path))
         self.units.append(_FileUnit(m.path, events, [Scope(0, "<text>", ctx, None)]))

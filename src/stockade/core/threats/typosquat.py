@@ -99,6 +99,8 @@ TECHNIQUES = (
 )
 
 SHIPPED = "popular_pypi.txt"
+# Popular conda package names (derived, see its header): typosquat checks of conda channels.
+SHIPPED_CONDA = "popular_conda.txt"
 
 # -- normalization ---------------------------------------------------------------------------
 
@@ -666,9 +668,16 @@ class PopularNames:
 
 
 @lru_cache(maxsize=4)
-def _shipped(max_targets: int) -> PopularNames:
-    text = resources.files("stockade.data").joinpath(SHIPPED).read_text("utf-8")
+def _shipped(max_targets: int, name: str = SHIPPED) -> PopularNames:
+    text = resources.files("stockade.data").joinpath(name).read_text("utf-8")
     return PopularNames(parse_list(text), max_targets=max_targets)
+
+
+def conda_popular(path: Path | None = None, *, max_targets: int = MAX_TARGETS) -> PopularNames:
+    """The popular conda names: the list at ``path``, else the shipped one (loaded once)."""
+    if path is not None:
+        return PopularNames(parse_list(path.read_text("utf-8")), max_targets=max_targets)
+    return _shipped(max_targets, SHIPPED_CONDA)
 
 
 # -- checking --------------------------------------------------------------------------------
