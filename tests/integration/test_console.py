@@ -649,3 +649,35 @@ def test_alerts_page_shows_environments_and_the_alert_feed(scene: Scene, tmp_pat
     assert "env.status" in alerts and "ops/app" in alerts
     assert "threat.finding" in alerts and "friendly_colors-1.0-py3-none-any.whl" in alerts
     assert "<script>alert" not in html  # the payload's text is escaped wherever it shows
+
+
+def test_conda_channel_page_shows_each_package_verdict(server: Server, tmp_path: Path) -> None:
+    """A conda channel's console page gives each stored package the policy's verdict and
+    reason, as repodata filtering decides it; a yanked package is marked."""
+    from tests.conda_builders import build_conda
+
+    srv = server
+    dist = tmp_path / "cdist"
+    old, new = build_conda(dist, "lib", "1.0"), build_conda(dist, "lib", "2.0")
+    srv.cli("conda", "channel", "create", "internal-conda", "--private")
+    srv.cli("conda", "upload", "-c", "internal-conda", str(old), str(new))
+    policy = tmp_path / "conda-policy.toml"
+    policy.write_text('[[rules]]\nkind = "names"\ndeny = ["lib<2"]\n')
+    srv.cli("policy", "set", "internal-conda", "--file", str(policy))
+    add_user(srv, "victor", "viewer", VIEWER_PW)
+    viewer = login(srv, "victor", VIEWER_PW)
+    try:
+        page = viewer.get("/ui/indexes/internal-conda")
+    finally:
+        viewer.close()
+    assert page.status_code == 200
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(
+            r"<tr[^>]*>\s*<td>noarch</td><td><code>([^<]+)</code>.*?</tr>", page.text, re.S
+        )
+    }
+    assert set(rows) == {"lib-1.0-0.conda", "lib-2.0-0.conda"}, page.text[-3000:]
+    assert "blocked" in rows["lib-1.0-0.conda"] and "lib&lt;2" in rows["lib-1.0-0.conda"]
+    assert 'class="row-blocked"' in rows["lib-1.0-0.conda"]
+    assert "allowed" in rows["lib-2.0-0.conda"] and "blocked" not in rows["lib-2.0-0.conda"]

@@ -397,6 +397,28 @@ class CondaService:
                         reasons.extend(f"{fn}: {r.line()}" for r in decision.blocks)
         return False, reasons
 
+    async def verdicts(
+        self, ch: CondaChannel, pkgs: list[CondaPackageInfo]
+    ) -> dict[tuple[str, str], Decision]:
+        """The channel policy's decision on each of ``pkgs`` by (subdir, filename), as
+        filtering makes it (exceptions applied); empty when the channel has no policy."""
+        assert self.policy is not None
+        policy = await self.policy.current(ch.index)
+        if policy is None or not pkgs:
+            return {}
+        by_subdir: dict[str, dict[str, dict[str, Any]]] = {}
+        for p in pkgs:
+            by_subdir.setdefault(p.subdir, {})[p.filename] = p.record
+        out: dict[tuple[str, str], Decision] = {}
+        for subdir, recs in by_subdir.items():
+            data = rd.empty_repodata(subdir)
+            for fn, rec in recs.items():
+                rd.add_record(data, fn, rec)
+            decide = await self.policy.decider(ch.index, policy, data)
+            for fn, rec in recs.items():
+                out[(subdir, fn)] = decide(fn, rec)
+        return out
+
     # -- policy explain / draft test ---------------------------------------------------------
 
     async def _explain_subdirs(self, ch: CondaChannel) -> list[str]:

@@ -350,12 +350,17 @@ async def index_page(request: Request, sess: ConsoleSession) -> Response:
     projects: list[str] = []
     packages: list[Any] = []
     subdirs: tuple[str, ...] = ()
+    verdicts: dict[tuple[str, str], Any] = {}
     error = None
     if index.kind.is_conda:
         ch = await runtime.conda.as_channel(index)
         subdirs = ch.subdirs
         packages = await runtime.conda.packages(ch, name=q or None)
         packages = packages[:PROJECTS_PER_PAGE]
+        try:
+            verdicts = await runtime.conda.verdicts(ch, packages)
+        except StockadeError as exc:
+            error = exc.one_line()
     else:
         try:
             projects = await runtime.pages.project_list(index)
@@ -381,6 +386,7 @@ async def index_page(request: Request, sess: ConsoleSession) -> Response:
         q=q,
         error=error,
         packages=packages,
+        verdicts=verdicts,
         subdirs=subdirs,
         now=utcnow(),
     )
