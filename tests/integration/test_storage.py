@@ -89,6 +89,20 @@ def test_put_read_stream_size_exists_delete(store: BlobStore, s3_or_none: S3Serv
         store.read_bytes(MISSING)
 
 
+def test_put_many_stores_a_batch_once_each(store: BlobStore, s3_or_none: S3Server | None) -> None:
+    """put_many (conda shards): every blob stored under its sha256, in order, duplicates and
+    blobs already stored written once, no temporary file left behind."""
+    first = store.put_bytes(b"already here")
+    blobs = [f"shard {i}".encode() * 50 for i in range(40)] + [b"already here", b"shard 3" * 50]
+    shas = store.put_many(blobs)
+    assert shas == [hashlib.sha256(b).hexdigest() for b in blobs]
+    assert shas[-2] == first
+    assert stored_keys(store, s3_or_none) == set(shas)
+    assert all(store.read_bytes(sha) == b for sha, b in zip(shas, blobs, strict=True))
+    assert store.put_many([]) == []
+    assert leftovers(store) == []
+
+
 def test_key_layout(store: BlobStore, s3_or_none: S3Server | None) -> None:
     sha = store.put_bytes(b"layout")
     if isinstance(store, S3BlobStore):

@@ -805,9 +805,24 @@ class CondaService:
                 if data is None:
                     assert source is not None
                     data = rd.load_repodata(source, what=path)
-                put = self._store.put_bytes if doc == rd.REPODATA else None
-                derived = rd.derive(data, out, subdir=subdir, put_blob=put, keep=keep, sign=sign)
+                shards: list[bytes] = []
+
+                def put(blob: bytes) -> str:  # stored below, all at once
+                    shards.append(blob)
+                    return hashlib.sha256(blob).hexdigest()
+
+                derived = rd.derive(
+                    data,
+                    out,
+                    subdir=subdir,
+                    put_blob=put if doc == rd.REPODATA else None,
+                    keep=keep,
+                    sign=sign,
+                )
                 del data
+                if shards:  # durable before the index that names them is committed
+                    self._store.put_many(shards)
+                    del shards
             shas: dict[str, str | None] = {
                 "json_sha256": self._commit_file(derived.json),
                 "zst_sha256": self._commit_file(derived.zst),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,6 +16,22 @@ import anyio
 from stockade.errors import BlobMissing, StockadeError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding ``path`` to disk (Linux ``syncfs``; ``os.sync`` where
+    there is none)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 class DigestMismatch(StockadeError):
@@ -131,6 +148,35 @@ class LocalBlobStore:
             w.write(data)
             w.commit(sha)
         return sha
+
+    def put_many(self, blobs: Sequence[bytes]) -> list[str]:
+        """Write every new blob to a temporary file, make them all durable with one
+        ``syncfs``, then rename each into place and sync again (the renames), instead of an
+        ``fsync`` per file: thousands of conda shards cost two syncs, not thousands."""
+        shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+        staged: list[tuple[Path, Path]] = []
+        seen: set[str] = set()
+        try:
+            for sha, data in zip(shas, blobs, strict=True):
+                dest = self.path_for(sha)
+                if sha in seen or dest.is_file():
+                    continue
+                seen.add(sha)
+                fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="many-")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                staged.append((Path(tmp), dest))
+            if staged:
+                _syncfs(self.tmp_dir)
+                for tmp_path, dest in staged:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp_path, dest)
+                staged = []
+                _syncfs(self.root)
+        finally:
+            for tmp_path, _ in staged:
+                tmp_path.unlink(missing_ok=True)
+        return shas
 
     def read_bytes(self, sha256: str) -> bytes:
         try:
