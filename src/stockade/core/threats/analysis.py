@@ -2351,7 +2351,12 @@ def analyze_python(
         a.events_pass()
     except RecursionError:
         pass
-    return a.result()
+    try:
+        return a.result()
+    finally:
+        # the folder calls back into the analyzer (a reference cycle): cut it, so the tree
+        # and the bindings are freed at once instead of waiting for the cyclic collector
+        a.folder.close()
 
 
 def make_ctx(
