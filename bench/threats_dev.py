@@ -5,6 +5,9 @@
     .venv/bin/python bench/threats_dev.py --only benign --show-flagged 30
     .venv/bin/python bench/threats_dev.py --jobs 2 --json bench/results/threats.json
 
+The JSON holds, per file, the verdict, score, CPU seconds of the scan (``process_time``) and a
+sha256 of every finding, so two runs (before/after a scanner change) can be diffed file by file.
+
 Data (read in place, never copied, never extracted to disk):
 
 * malware: /work/shared/data/malware-samples/pypi/*.zip — each a ZipCrypto zip (password
