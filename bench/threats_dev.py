@@ -5,6 +5,9 @@
     .venv/bin/python bench/threats_dev.py --only benign --show-flagged 30
     .venv/bin/python bench/threats_dev.py --jobs 2 --json bench/results/threats.json
 
+The JSON holds, per file, the verdict, score, CPU seconds of the scan (``process_time``) and a
+sha256 of every finding, so two runs (before/after a scanner change) can be diffed file by file.
+
 Data (read in place, never copied, never extracted to disk):
 
 * malware: /work/shared/data/malware-samples/pypi/*.zip — each a ZipCrypto zip (password
@@ -151,25 +154,31 @@ def load_samples() -> list[Sample]:
 
 def _scan_sample(s: Sample) -> dict[str, Any]:
     raw = _inner(s)
+    c0 = time.process_time()
     r = scan_bytes(raw, s.member)
-    return _summary(r, len(raw))
+    return _summary(r, len(raw), time.process_time() - c0)
 
 
 def _scan_file(p: Path) -> dict[str, Any]:
     data = p.read_bytes()
+    c0 = time.process_time()
     r = scan_bytes(data, p.name)
-    return _summary(r, len(data))
+    return _summary(r, len(data), time.process_time() - c0)
 
 
-def _summary(r: Any, size: int) -> dict[str, Any]:
+def _summary(r: Any, size: int, cpu: float) -> dict[str, Any]:
+    every = [(f.rule, f.severity, f.path, f.line, f.snippet, f.message) for f in r.findings]
     return {
         "file": r.filename,
         "verdict": r.verdict,
         "score": r.score,
         "size": size,
         "elapsed": r.elapsed,
+        "cpu": round(cpu, 4),
         "members": r.members,
-        "findings": [(f.rule, f.severity, f.path, f.line, f.snippet[:140]) for f in r.findings[:8]],
+        "findings": [(f[0], f[1], f[2], f[3], f[4][:140]) for f in every[:8]],
+        # every finding, hashed: two runs agree on a file when verdict, score and this agree
+        "findings_sha256": hashlib.sha256(repr(every).encode()).hexdigest(),
     }
 
 

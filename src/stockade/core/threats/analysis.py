@@ -416,7 +416,7 @@ class _Gate:
             return True
         if not weak:
             return False
-        if _EXEC_HINTS.search(data):
+        if _exec_hints(data):
             return True
         return max(map(len, data.split(b"\n", 2000)), default=0) >= 2000
 
@@ -428,12 +428,27 @@ _WEAK_ANYWHERE: Final = frozenset({b"import_module("})
 # With a weak token, a sign that a name is being hidden: a computed lookup, escapes, a
 # reversed string, short literals glued together ("sys" + "tem"), or the name of a process
 # or code runner as a string (getattr(os, "system")).
-_EXEC_HINTS: Final = re.compile(
-    rb"__import__|globals\(\)|vars\(|\[::-1\]|\\x[0-9a-fA-F]{2}|\\[0-7]{3}|\bchr\("
-    rb"|bytes\(\[|[\"'][A-Za-z_]{1,12}[\"']\s*\+\s*[\"'][A-Za-z_]{1,12}[\"']"
-    rb"|[\"'](?:system|popen|Popen|spawn[lv]p?e?|exec[lv]p?e?|startfile|check_output"
-    rb"|getoutput|getstatusoutput|subprocess|posix|nt|builtins|__builtins__)[\"']"
+# (One alternation would do, but ``re`` scans it position by position; literals are found with
+# ``in`` and each pattern left starts with a character ``re`` can skip ahead to: about 3x faster.)
+_HINT_LITERALS: Final = (b"__import__", b"globals()", b"vars(", b"[::-1]", b"bytes([")
+_HINT_ESCAPES: Final = re.compile(rb"\\x[0-9a-fA-F]{2}|\\[0-7]{3}")
+_HINT_CHR: Final = re.compile(rb"\bchr\(")
+_HINT_QUOTED: Final = re.compile(
+    rb"[\"'](?:[A-Za-z_]{1,12}[\"']\s*\+\s*[\"'][A-Za-z_]{1,12}[\"']"
+    rb"|(?:system|popen|Popen|spawn[lv]p?e?|exec[lv]p?e?|startfile|check_output"
+    rb"|getoutput|getstatusoutput|subprocess|posix|nt|builtins|__builtins__)[\"'])"
 )
+
+
+def _exec_hints(data: bytes) -> bool:
+    return (
+        any(w in data for w in _HINT_LITERALS)
+        or _HINT_ESCAPES.search(data) is not None
+        or (b"chr(" in data and _HINT_CHR.search(data) is not None)
+        or _HINT_QUOTED.search(data) is not None
+    )
+
+
 GATE: Final = _Gate()
 _B64CHARS: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\n"
@@ -2351,7 +2366,12 @@ def analyze_python(
         a.events_pass()
     except RecursionError:
         pass
-    return a.result()
+    try:
+        return a.result()
+    finally:
+        # the folder calls back into the analyzer (a reference cycle): cut it, so the tree
+        # and the bindings are freed at once instead of waiting for the cyclic collector
+        a.folder.close()
 
 
 def make_ctx(

@@ -339,6 +339,14 @@ _STR_METHODS: Final = frozenset(
 )
 
 
+def _no_lookup(name: str, node: ast.AST) -> ast.expr | None:
+    return None
+
+
+def _no_resolve(node: ast.expr) -> str | None:
+    return None
+
+
 class Folder:
     """Folds expressions of one module. ``lookup(name, node)`` returns the expression a name is
     bound to (a single binding) or ``None``; ``resolve(node)`` returns the dotted name a callee
@@ -356,6 +364,12 @@ class Folder:
         self._active: set[int] = set()
         self._cache: dict[int, Any] = {}
         self.used_chr = False  # a value was built from character codes
+
+    def close(self) -> None:
+        """Drop the callbacks (bound methods of the analyzer that owns this folder)."""
+        self._lookup = _no_lookup
+        self._resolve = _no_resolve
+        self._cache.clear()
 
     def fold(self, node: ast.expr | None, env: dict[str, Any] | None = None) -> Any:
         """The value of ``node``, or ``None`` when it cannot be known."""

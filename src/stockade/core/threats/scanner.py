@@ -17,12 +17,14 @@ makes it at least ``suspicious``; otherwise the score decides.
 from __future__ import annotations
 
 import ast
+import contextlib
+import gc
 import hashlib
 import re
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -878,6 +880,24 @@ def _hatch_hook_paths(hatch: object) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the length of one scan. Parsing builds millions
+    of short-lived AST objects, and every few hundred allocations the collector would walk the
+    young ones again and, as they pile up, the whole heap: about 40% of the CPU time of a scan
+    of a Python-heavy wheel. The scanner frees what it builds by reference counting (the one
+    cycle, analyzer <-> folder, is cut when a module is done), so memory stays bounded; what
+    little cyclic garbage is left is collected once the collector is back on. Restores the
+    previous state (a scan started while the collector was off leaves it off)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def scan_bytes(
     data: bytes, filename: str, limits: ScanLimits = DEFAULT, rules: RuleSet | None = None
 ) -> Report:
@@ -888,7 +908,8 @@ def scan_bytes(
     members = 0
     total = 0
     try:
-        findings, members, total = _Scan(filename, limits, rs).run(data)
+        with _gc_paused():
+            findings, members, total = _Scan(filename, limits, rs).run(data)
     except (RecursionError, MemoryError) as exc:
         findings = [
             Finding(
