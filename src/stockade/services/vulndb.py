@@ -724,8 +724,10 @@ class VulnDB:
                     found[i].append(hit)
                 continue
             shared: dict[int, PolicyHit] = {}
+            # the newest covering curation decides; one without versions covers them all
+            everywhere = curs[0] if not curs[0].versions else None
             for i in indices:
-                cur = next((c for c in curs if c.covers(ordered[i])), None)
+                cur = everywhere or next((c for c in curs if c.covers(ordered[i])), None)
                 if cur is not None and cur.status == "feed":
                     cur = None
                 key = cur.id if cur is not None else -1
