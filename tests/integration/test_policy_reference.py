@@ -103,6 +103,21 @@ name = "wheels-only-late"
 block_if = 'kind == "sdist" && version.startsWith("3.")'
 """
 
+NO_ADVISORIES = """
+[[rules]]
+kind = "names"
+deny = ["refproj>=3.6"]
+
+[[rules]]
+kind = "age"
+min_days = 3
+
+[[rules]]
+kind = "custom"
+name = "big-or-yanked"
+block_if = 'size > 50000000 || yanked || version == "0.4"'
+"""
+
 
 def _record(ident: str, events: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {
@@ -269,7 +284,11 @@ async def reference(rt: Runtime, policy: Policy, page: ProjectPage, index: str) 
     return out
 
 
-@pytest.mark.parametrize("policy_text", [EVERY_RULE, ALLOW_ONLY], ids=["every-rule", "allow-only"])
+@pytest.mark.parametrize(
+    "policy_text",
+    [EVERY_RULE, ALLOW_ONLY, NO_ADVISORIES],
+    ids=["every-rule", "allow-only", "no-advisories"],
+)
 def test_decide_agrees_with_a_per_file_reference(
     tmp_path: Path, db_url: str, policy_text: str
 ) -> None:

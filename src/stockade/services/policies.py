@@ -549,8 +549,12 @@ class PolicyService:
         now = now or utcnow()
         active = await self.exceptions(index, active_only=True) if index else []
         approved = [a for a in await self.approvals(index) if a.revoked_at is None] if index else []
-        versions = [v for v in dict.fromkeys(f.version for f in page.files) if v]
-        found = await self._vulns.policy_hits("PyPI", page.name, versions)
+        versions = (
+            [v for v in dict.fromkeys(f.version for f in page.files) if v]
+            if policy.needs_advisories
+            else []  # no rule reads them: every version without vulnerabilities or findings
+        )
+        found = await self._vulns.policy_hits("PyPI", page.name, versions) if versions else {}
         by_version: dict[str, tuple[VulnFact, ...]] = {}
         malicious: dict[str, tuple[FindingFact, ...]] = {}
         split: dict[int, tuple[tuple[VulnFact, ...], tuple[FindingFact, ...]]] = {}

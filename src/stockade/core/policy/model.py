@@ -251,6 +251,20 @@ class Policy:
         return any(r.kind == "threats" for r in self.rules)
 
     @property
+    def needs_advisories(self) -> bool:
+        """Whether decisions read the advisories: a vulnerabilities rule, a threats rule (the
+        known-malicious feeds are advisories), or a custom rule naming vulns, max_severity or
+        findings."""
+        return any(
+            r.kind in ("vulnerabilities", "threats")
+            or (
+                r.kind == "custom"
+                and {"vulns", "max_severity", "findings"} & set(r.options["uses"])
+            )
+            for r in self.rules
+        )
+
+    @property
     def needs_metadata(self) -> bool:
         """Whether decisions need facts from the files' core metadata (licences)."""
         return any(
