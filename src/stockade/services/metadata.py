@@ -86,19 +86,25 @@ def parse_facts(
 
 
 def facts_by_file(page: ProjectPage, known: dict[str, MetaFacts]) -> dict[str, MetaFacts]:
-    """Facts per filename: the file's own, else those of another file of its version."""
-    per_version: dict[str, MetaFacts] = {}
-    for f in sorted(page.files, key=lambda f: not f.filename.endswith(".whl")):
-        got = known.get((f.sha256 or "").lower())
-        if got is not None and got.error is None and f.version and f.version not in per_version:
-            per_version[f.version] = got
+    """Facts per filename: the file's own, else those of another file of its version (the
+    first wheel's that has some, else the first other file's)."""
+    wheels: dict[str, MetaFacts] = {}  # per version: from its first wheel with facts
+    others: dict[str, MetaFacts] = {}  # per version: from its first other file with facts
+    lacking: list[tuple[str, str | None]] = []  # (filename, version) of files without
     out: dict[str, MetaFacts] = {}
     for f in page.files:
         own = known.get((f.sha256 or "").lower())
-        if own is not None and own.error is None:
-            out[f.filename] = own
-        elif f.version in per_version:
-            out[f.filename] = per_version[f.version]
+        if own is None or own.error is not None:
+            lacking.append((f.filename, f.version))
+            continue
+        out[f.filename] = own
+        v = f.version
+        if v:
+            (wheels if f.filename.endswith(".whl") else others).setdefault(v, own)
+    for filename, v in lacking:
+        borrowed = wheels.get(v) or others.get(v) if v else None
+        if borrowed is not None:
+            out[filename] = borrowed
     return out
 
 
@@ -123,7 +129,8 @@ class MetadataService:
         """Stored facts of these files. With ``project`` (the files' project), many missing
         files are read with one indexed query for the project instead of lists of digests."""
         wanted = {s.lower() for s in shas if s}
-        out = {s: self._cache[s] for s in wanted if s in self._cache}
+        cache = self._cache
+        out = {s: got for s in wanted if (got := cache.get(s)) is not None}
         missing = wanted - out.keys()
         if not missing:
             return out
@@ -229,8 +236,10 @@ class MetadataService:
         have = facts_by_file(page, known)
         versions: dict[str, FileEntry] = {}
         for f in page.files:
+            if f.filename in have or not f.url or not f.sha256:
+                continue
             v = f.version
-            if v is None or f.filename in have or not f.url or not f.sha256:
+            if v is None:
                 continue
             if not f.has_metadata and (f.size is None or f.size > LEARN_FILE_MAX):
                 continue

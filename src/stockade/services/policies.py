@@ -13,7 +13,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, null, select, union_all
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -246,6 +246,9 @@ def _version(row: PolicyRow) -> PolicyVersion:
     )
 
 
+_UNATTESTED: tuple[bool | None, tuple[Publisher, ...]] = (False, ())  # no provenance offered
+_UNVERIFIED: tuple[bool | None, tuple[Publisher, ...]] = (None, ())  # offered, not verified yet
+
 MALICIOUS_PREFIX = "MAL-"  # OSV ids of known-malicious packages (ossf/malicious-packages)
 
 
@@ -352,13 +355,79 @@ class PolicyService:
     async def exceptions(self, index: str, active_only: bool = False) -> list[PolicyException]:
         rows = self._exc_cache.get(index)
         if rows is None:
-            async with self._sessions() as s:
-                q = select(PolicyExceptionRow).where(PolicyExceptionRow.index_name == index)
-                result = await s.execute(q.order_by(PolicyExceptionRow.id))
-                rows = [_exception(r) for r in result.scalars()]
-            self._exc_cache[index] = rows
+            rows = (await self._load_overrides(index))[0]
         now = utcnow()
         return [e for e in rows if e.active(now)] if active_only else rows
+
+    async def _load_overrides(
+        self, index: str
+    ) -> tuple[list[PolicyException], list[PolicyApproval]]:
+        """An index's exceptions and approvals, read together (one query: a page decision
+        after a policy change needs both) and cached until the next ``clear()``."""
+        e = PolicyExceptionRow.__table__.c
+        a = PolicyApprovalRow.__table__.c
+        both = union_all(
+            select(
+                literal_column("0").label("kind"),
+                e.id,
+                e.index_name,
+                e.project,
+                e.specifier,
+                e.reason,
+                e.author,
+                e.created_at,
+                e.expires_at,
+                e.revoked_at,
+            ).where(e.index_name == index),
+            select(
+                literal_column("1"),
+                a.id,
+                a.index_name,
+                a.project,
+                a.specifier,
+                a.reason,
+                a.author,
+                a.created_at,
+                null(),
+                a.revoked_at,
+            ).where(a.index_name == index),
+        )
+        async with self._sessions() as s:
+            rows = sorted(
+                (await (await s.connection()).execute(both)).all(), key=lambda r: (r[0], r[1])
+            )
+        exceptions = [
+            PolicyException(
+                r.id,
+                r.index_name,
+                r.project,
+                r.specifier,
+                r.reason,
+                r.author,
+                aware(r.created_at) or utcnow(),
+                aware(r.expires_at),
+                aware(r.revoked_at),
+            )
+            for r in rows
+            if r[0] == 0
+        ]
+        approvals = [
+            PolicyApproval(
+                r.id,
+                r.index_name,
+                r.project,
+                r.specifier,
+                r.reason,
+                r.author,
+                aware(r.created_at) or utcnow(),
+                aware(r.revoked_at),
+            )
+            for r in rows
+            if r[0] == 1
+        ]
+        self._exc_cache[index] = exceptions
+        self._approval_cache[index] = approvals
+        return exceptions, approvals
 
     async def revoke_exception(self, exception_id: int) -> PolicyException:
         async with self._sessions() as s, s.begin():
@@ -404,11 +473,7 @@ class PolicyService:
     async def approvals(self, index: str) -> list[PolicyApproval]:
         rows = self._approval_cache.get(index)
         if rows is None:
-            async with self._sessions() as s:
-                q = select(PolicyApprovalRow).where(PolicyApprovalRow.index_name == index)
-                result = await s.execute(q.order_by(PolicyApprovalRow.id))
-                rows = [_approval(r) for r in result.scalars()]
-            self._approval_cache[index] = rows
+            rows = (await self._load_overrides(index))[1]
         return rows
 
     async def revoke_approval(self, approval_id: int) -> PolicyApproval:
@@ -484,8 +549,12 @@ class PolicyService:
         now = now or utcnow()
         active = await self.exceptions(index, active_only=True) if index else []
         approved = [a for a in await self.approvals(index) if a.revoked_at is None] if index else []
-        versions = [v for v in dict.fromkeys(f.version for f in page.files) if v]
-        found = await self._vulns.policy_hits("PyPI", page.name, versions)
+        versions = (
+            [v for v in dict.fromkeys(f.version for f in page.files) if v]
+            if policy.needs_advisories
+            else []  # no rule reads them: every version without vulnerabilities or findings
+        )
+        found = await self._vulns.policy_hits("PyPI", page.name, versions) if versions else {}
         by_version: dict[str, tuple[VulnFact, ...]] = {}
         malicious: dict[str, tuple[FindingFact, ...]] = {}
         split: dict[int, tuple[tuple[VulnFact, ...], tuple[FindingFact, ...]]] = {}
@@ -532,7 +601,9 @@ class PolicyService:
         has_custom = policy.has_custom
         ages = [r.options["min_age"] for r in policy.rules if r.kind == "age"]
         recent = max(ages) if ages else timedelta(0)
-        needs_time = bool(ages)
+        cutoff = now - recent if ages else None  # uploaded after it: still in quarantine
+        # provenance rules' reasons name the file: their verdicts are not shared between files
+        names_file = any(r.kind in ("require_provenance", "publisher") for r in policy.rules)
         out: dict[str, Decision] = {}
         for f in page.files:
             if f.blocked is not None:  # a member index's policy blocked it; it stays blocked
@@ -552,38 +623,54 @@ class PolicyService:
             base_findings, approved_v, exc = shared
             scanned = _scan_findings(scans.get((f.sha256 or "").lower())) if scans else ()
             m = meta.get(f.filename)
-            uploaded = parse_time(f.upload_time) if needs_time else None
+            recent_upload = None  # the upload time matters only while in quarantine
+            if cutoff is not None:
+                uploaded = parse_time(f.upload_time)
+                if uploaded is not None and uploaded > cutoff:
+                    recent_upload = uploaded
+            attested = _UNATTESTED
+            if prov_needed:
+                rec = prov.get(f.filename)
+                if rec is not None:
+                    attested = (rec.verified, rec.publishers)
+                elif f.provenance is not None:
+                    attested = _UNVERIFIED
             # Everything the non-custom rules read, beyond the version: files of a version
             # that agree on it get the same verdict, decided once.
-            rec = prov.get(f.filename)
-            attested: tuple[bool | None, tuple[Publisher, ...]] = (
-                (rec.verified, rec.publishers)
-                if rec is not None
-                else (None if f.provenance is not None and prov_needed else False, ())
-            )
             key = (
                 fv,
                 f.yanked,
-                uploaded if uploaded is not None and now - uploaded < recent else None,
-                (m.license, True) if m is not None else (None, False),
+                recent_upload,
+                m.license if m is not None else None,
+                m is not None,
                 scanned,
                 attested,
+                f.filename if names_file else None,
             )
             facts = None
             base = bases.get(key)
             if base is None:
-                facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
-                facts.approved = approved_v
-                facts.provenance, facts.publishers = attested
+                facts = self._facts(
+                    page, f, fv, by_version, m, base_findings, scanned, index, approved_v, attested
+                )
                 base = bases[key] = evaluate(policy, facts, now, memo, custom=False)
             decision = base
             if has_custom and (complete or not base.blocks):
                 if facts is None:
-                    facts = self._facts(page, f, fv, by_version, m, base_findings, scanned, index)
-                    facts.approved = approved_v
-                    facts.provenance, facts.publishers = attested
+                    facts = self._facts(
+                        page,
+                        f,
+                        fv,
+                        by_version,
+                        m,
+                        base_findings,
+                        scanned,
+                        index,
+                        approved_v,
+                        attested,
+                    )
                 decision = add_custom(policy, base, facts, now, memo)
-            if not decision.allowed and exc is not None:
+            if exc is not None and not decision.allowed:
                 until = exc.expires_at.isoformat()[:16] if exc.expires_at else "revoked"
                 decision = decision.excepted(
                     f"#{exc.id} by {exc.author or 'unknown'} until {until}: {exc.reason}"
@@ -601,19 +688,24 @@ class PolicyService:
         base_findings: tuple[FindingFact, ...],
         scanned: tuple[FindingFact, ...],
         index: str,
+        approved: bool,
+        attested: tuple[bool | None, tuple[Publisher, ...]],
     ) -> FileFacts:
         return FileFacts(
-            project=page.name,
-            version=fv,
-            filename=f.filename,
-            yanked=f.yanked,
-            upload_time=parse_time(f.upload_time),
-            vulns=by_version.get(fv or "", ()),
-            size=f.size,
-            license=m.license if m else None,
-            license_known=m is not None,
-            findings=base_findings + scanned if scanned else base_findings,
-            index=index,
+            page.name,
+            fv,
+            f.filename,
+            f.yanked,
+            parse_time(f.upload_time),
+            by_version.get(fv or "", ()),
+            f.size,
+            m.license if m else None,
+            m is not None,
+            base_findings + scanned if scanned else base_findings,
+            attested[0],
+            attested[1],
+            index,
+            approved,
         )
 
     def popular(self) -> PopularNames:

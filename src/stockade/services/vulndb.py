@@ -371,6 +371,19 @@ def normalize_package(ecosystem: str, name: str) -> tuple[str, str]:
 # -- the service -------------------------------------------------------------------------------
 
 
+def _policy_hit(entry: _Entry, cur: Curation | None) -> PolicyHit:
+    """An advisory entry's verdict for the versions ``cur`` decides (None: the feed's)."""
+    m = entry.meta
+    if cur is not None and cur.status == "feed":
+        cur = None
+    score, rating = m.score, m.rating
+    if cur is not None and (cur.severity_rating or cur.severity_score is not None):
+        score = cur.severity_score if cur.severity_score is not None else score
+        rating = cur.severity_rating or rating
+    status = cur.status if cur is not None else "affected"
+    return PolicyHit(VulnFact(m.id, rating, score, status, entry.fixed, m.published), m.summary)
+
+
 class VulnDB:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -713,17 +726,15 @@ class VulnDB:
         ordered = list(dict.fromkeys(versions))
         found: list[list[PolicyHit]] = [[] for _ in ordered]
         for entry, via, indices in self._matches(snap, eco, norm, ordered):
-            m = entry.meta
-            curs = snap.curations.get((m.id, *via))
-            if not curs:  # the feed decides: one hit shared by every affected version
-                hit = PolicyHit(
-                    VulnFact(m.id, m.rating, m.score, "affected", entry.fixed, m.published),
-                    m.summary,
-                )
+            curs = snap.curations.get((entry.meta.id, *via))
+            if not curs or not curs[0].versions:
+                # the feed decides, or the newest curation covers every version: one hit
+                # shared by every affected version
+                hit = _policy_hit(entry, curs[0] if curs else None)
                 for i in indices:
                     found[i].append(hit)
                 continue
-            shared: dict[int, PolicyHit] = {}
+            shared: dict[int, PolicyHit] = {}  # per deciding curation (-1: none, the feed)
             for i in indices:
                 cur = next((c for c in curs if c.covers(ordered[i])), None)
                 if cur is not None and cur.status == "feed":
@@ -731,13 +742,7 @@ class VulnDB:
                 key = cur.id if cur is not None else -1
                 hit = shared.get(key)  # type: ignore[assignment]
                 if hit is None:
-                    score, rating = m.score, m.rating
-                    if cur is not None and (cur.severity_rating or cur.severity_score is not None):
-                        score = cur.severity_score if cur.severity_score is not None else score
-                        rating = cur.severity_rating or rating
-                    status = cur.status if cur is not None else "affected"
-                    fact = VulnFact(m.id, rating, score, status, entry.fixed, m.published)
-                    hit = shared[key] = PolicyHit(fact, m.summary)
+                    hit = shared[key] = _policy_hit(entry, cur)
                 found[i].append(hit)
         out: dict[str, tuple[PolicyHit, ...]] = {}
         done: dict[tuple[int, ...], tuple[PolicyHit, ...]] = {}  # versions of one range agree

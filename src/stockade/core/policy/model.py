@@ -251,6 +251,20 @@ class Policy:
         return any(r.kind == "threats" for r in self.rules)
 
     @property
+    def needs_advisories(self) -> bool:
+        """Whether decisions read the advisories: a vulnerabilities rule, a threats rule (the
+        known-malicious feeds are advisories), or a custom rule naming vulns, max_severity or
+        findings."""
+        return any(
+            r.kind in ("vulnerabilities", "threats")
+            or (
+                r.kind == "custom"
+                and {"vulns", "max_severity", "findings"} & set(r.options["uses"])
+            )
+            for r in self.rules
+        )
+
+    @property
     def needs_metadata(self) -> bool:
         """Whether decisions need facts from the files' core metadata (licences)."""
         return any(
@@ -429,7 +443,7 @@ class _Pattern:
     spec: SpecifierSet | None
 
     def matches(self, project: str, version: str | None) -> bool:
-        if not fnmatch.fnmatchcase(project, self.glob):
+        if not _glob_matches(project, self.glob):
             return False
         if self.spec is None:
             return True
@@ -439,6 +453,12 @@ class _Pattern:
             return self.spec.contains(PYPI.parse(version), prereleases=True)
         except InvalidVersion:
             return False
+
+
+@lru_cache(maxsize=16384)
+def _glob_matches(project: str, glob: str) -> bool:
+    """``fnmatchcase``, remembered: a page's versions all ask about the same project."""
+    return fnmatch.fnmatchcase(project, glob)
 
 
 def _pattern(value: object, where: str) -> _Pattern:
@@ -508,15 +528,7 @@ def evaluate(
             shared = memo[vkey] = tuple(
                 r
                 for rule in version_rules
-                if (
-                    r := _reason(
-                        rule,
-                        _check_vulnerabilities(rule, facts, project, now, memo)
-                        if rule.kind == "vulnerabilities"
-                        else _check(rule, facts, project, now),
-                    )
-                )
-                is not None
+                if (r := _version_reason(rule, facts, project, now, memo)) is not None
             )
         reasons.extend(shared)
     for rule in file_rules:
@@ -562,23 +574,21 @@ def add_custom(
 ) -> Decision:
     """``base`` (from ``evaluate(..., custom=False)``) with the custom rules' verdicts added:
     the same result as ``evaluate()`` with every rule."""
-    reasons = list(base.blocks + base.warnings)
-    added = False
+    added: list[Reason] = []
     for rule in policy.by_cost[2]:
         activation = cel_facts(facts, now, rule.options["uses"])
         if memo is None:
             message = _custom(rule, activation)
         else:
             key = (rule.index, _CUSTOM_KEY, *_cel_key(activation, facts))
-            if key in memo:
-                message = memo[key]
-            else:
+            message = memo.get(key, _MISSING)
+            if message is _MISSING:
                 message = memo[key] = _custom(rule, activation)
         if message is not None:
-            reasons.append(_reason_for(rule, message))
-            added = True
+            added.append(_reason_for(rule, message))
     if not added:
         return base
+    reasons = [*base.blocks, *base.warnings, *added]
     reasons.sort(key=lambda r: r.rule)
     blocks = tuple(r for r in reasons if r.mode == "enforce")
     warnings = tuple(r for r in reasons if r.mode != "enforce")
@@ -598,6 +608,32 @@ def _canonical(name: str) -> str:
 
 def _reason(rule: Rule, message: str | None) -> Reason | None:
     return None if message is None else _reason_for(rule, message)
+
+
+def _version_reason(
+    rule: Rule, facts: FileFacts, project: str, now: datetime, memo: dict[Any, Any]
+) -> Reason | None:
+    """A version-level rule's reason, memoized by exactly what that rule reads, so versions
+    that agree on it share one verdict: the vulnerabilities rule by the (shared) ``vulns``
+    tuple, the names rule by project, version and approval, the licence rule by the licence."""
+    if rule.kind == "vulnerabilities":
+        key: tuple[Any, ...] = (rule.index, _RULE_KEY, id(facts.vulns))
+    elif rule.kind == "names":
+        key = (rule.index, _RULE_KEY, project, facts.version, facts.approved)
+    else:  # license
+        key = (rule.index, _RULE_KEY, facts.license, facts.license_known)
+    reason = memo.get(key, _MISSING)
+    if reason is _MISSING:
+        message = (
+            _check_vulnerabilities(rule, facts, project, now, memo)
+            if rule.kind == "vulnerabilities"
+            else _check(rule, facts, project, now)
+        )
+        reason = memo[key] = _reason(rule, message)
+    return reason  # type: ignore[no-any-return]
+
+
+_RULE_KEY = object()  # memo keys of one version-level rule's verdicts
 
 
 def _reason_for(rule: Rule, message: str) -> Reason:
@@ -800,6 +836,7 @@ def cel_facts(
     """The CEL activation for one file (see core.policy.cel for the schema): every fact, or
     only those in ``uses`` (the facts the expression names; building the rest is waste)."""
     age = (now - facts.upload_time).total_seconds() / 86400 if facts.upload_time else None
+    lists = _LISTS_ALL if uses is None else _lists_used(tuple(uses))
     return facts_for(
         name=facts.project,
         version=facts.version,
@@ -818,14 +855,24 @@ def cel_facts(
                 "status": v.status,
                 "fixed": list(v.fixed_versions),
             }
-            for v in (facts.vulns if uses is None or {"vulns", "max_severity"} & set(uses) else ())
+            for v in (facts.vulns if lists[0] else ())
         ],
         findings=[
             {"rule": f.rule, "severity": f.severity, "tier": f.tier, "message": f.message}
-            for f in (facts.findings if uses is None or "findings" in uses else ())
+            for f in (facts.findings if lists[1] else ())
         ],
         provenance=facts.provenance,
         publisher=facts.publishers[0].label if facts.publishers else None,
         index=facts.index,
         only=uses,
     )
+
+
+_LISTS_ALL = (True, True)
+
+
+@lru_cache(maxsize=1024)
+def _lists_used(uses: tuple[str, ...]) -> tuple[bool, bool]:
+    """Whether an expression naming ``uses`` reads the vulnerabilities and the findings (the
+    lists worth converting for CEL)."""
+    return bool({"vulns", "max_severity"} & set(uses)), "findings" in uses

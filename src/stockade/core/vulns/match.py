@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any, Final
 
 from packaging.version import Version
@@ -272,16 +273,14 @@ class CompiledAffected:
 
         ``batch`` must have been built with this entry's scheme.
         """
-        hits: set[int] = set()
-        # set intersections (in C) rather than a lookup per listed version: PyPA entries list
-        # hundreds of versions each
+        # set intersections and lookups mapped in C rather than a Python step per listed
+        # version: PyPA entries list hundreds of versions each
         by_text = batch.by_text
-        for text in self._listed & by_text.keys():
-            hits.add(by_text[text])
+        hits: set[int] = set(map(by_text.__getitem__, self._listed & by_text.keys()))
         if self._listed_keys:
             by_parsed = batch.by_parsed
-            for key in self._listed_keys & by_parsed.keys():
-                hits.update(by_parsed[key])
+            found = self._listed_keys & by_parsed.keys()
+            hits.update(chain.from_iterable(map(by_parsed.__getitem__, found)))
         for rng in self._ranges:
             ordered, index = batch.ordered(rng.semver)
             for lo, hi in rng.spans(ordered):
