@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
+    "FIELDS",
     "GENESIS",
     "Break",
     "ChainEvent",
@@ -33,16 +34,19 @@ __all__ = [
     "VerifyReport",
     "checkpoint_message",
     "event_hash",
+    "format_at",
     "key_id",
     "sign_checkpoint",
     "verify_chain",
 ]
 
 GENESIS = "0" * 64
-_FIELDS = ("at", "actor", "action", "index_name", "project", "filename", "outcome", "client")
+# The audit columns an event's hash covers (with ``detail``), in the database's names.
+FIELDS = ("at", "actor", "action", "index_name", "project", "filename", "outcome", "client")
 
 
-def _at(value: datetime) -> str:
+def format_at(value: datetime) -> str:
+    """An event time as the hash sees it (UTC, microseconds, ``Z``)."""
     when = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -50,9 +54,9 @@ def _at(value: datetime) -> str:
 def event_hash(prev: str, seq: int, event: Mapping[str, Any]) -> str:
     """The chain hash of one event (``event`` has the audit columns; ``at`` a datetime)."""
     doc: dict[str, Any] = {"v": 1, "seq": seq, "prev": prev}
-    for name in _FIELDS:
+    for name in FIELDS:
         value = event.get(name)
-        doc[name] = _at(value) if name == "at" and isinstance(value, datetime) else value
+        doc[name] = format_at(value) if name == "at" and isinstance(value, datetime) else value
     doc["detail"] = event.get("detail") or {}
     canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(canonical).hexdigest()

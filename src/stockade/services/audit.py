@@ -28,6 +28,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auditchain import (
+    FIELDS,
     GENESIS,
     ChainEvent,
     Checkpoint,
@@ -48,7 +49,6 @@ log = logging.getLogger("stockade.audit")
 
 CHECKPOINT_EVERY = 1000  # events between signed checkpoints
 CHECKPOINT_AGE = timedelta(hours=1)  # …or this long since the last one, when events came
-_FIELDS = ("at", "actor", "action", "index_name", "project", "filename", "outcome", "client")
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
@@ -357,7 +357,7 @@ async def query_events(
 
 
 def _chain_event(r: AuditRow) -> ChainEvent:
-    fields = {name: getattr(r, name) for name in _FIELDS}
+    fields = {name: getattr(r, name) for name in FIELDS}
     fields["detail"] = r.detail
     return ChainEvent(r.id, r.seq, r.prev_hash, r.hash, fields)
 

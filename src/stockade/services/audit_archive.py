@@ -35,12 +35,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stockade.core.auditchain import (
+    FIELDS,
     GENESIS,
     Break,
     ChainEvent,
     VerifyReport,
     checkpoint_message,
     event_hash,
+    format_at,
     key_id,
     sign_checkpoint,
     verify_chain,
@@ -56,12 +58,6 @@ log = logging.getLogger("stockade.audit")
 FORMAT = "stockade-audit-segment/1"
 SEGMENT_EVENTS = 50_000  # events per archived segment at most
 _BATCH = 5_000
-_FIELDS = ("at", "actor", "action", "index_name", "project", "filename", "outcome", "client")
-
-
-def _at(value: datetime) -> str:
-    when = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +115,15 @@ def _segment(r: AuditSegmentRow) -> Segment:
 
 def _line(r: AuditRow) -> dict[str, Any]:
     out: dict[str, Any] = {"id": r.id, "seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash}
-    for name in _FIELDS:
+    for name in FIELDS:
         value = getattr(r, name)
-        out[name] = _at(value) if name == "at" else value
+        out[name] = format_at(value) if name == "at" else value
     out["detail"] = r.detail or {}
     return out
 
 
 def _chain_event(line: Mapping[str, Any]) -> ChainEvent:
-    fields = {name: line.get(name) for name in _FIELDS}
+    fields = {name: line.get(name) for name in FIELDS}
     fields["detail"] = line.get("detail") or {}
     return ChainEvent(
         int(line.get("id") or 0), line.get("seq"), line.get("prev_hash"), line.get("hash"), fields

@@ -87,6 +87,17 @@ SHARD_CACHE = 64
 POLICY_RECHECK = 300.0  # seconds a private document under a policy is trusted in-process
 
 
+def _blocked(ch: CondaChannel, filename: str, decision: Decision) -> PolicyBlocked:
+    """The 403 for a record the channel's policy leaves out, naming every blocking rule."""
+    rules = [r.line() for r in decision.blocks]
+    return PolicyBlocked(
+        f"{filename} is blocked by the policy of conda channel {ch.name!r}: " + "; ".join(rules),
+        f"see `stockade policy show {ch.name}`; an admin can grant an exception",
+        rules,
+        False,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CondaChannel:
     index: IndexInfo
@@ -338,14 +349,7 @@ class CondaService:
             break
         blocked = await self._blocked_decision(ch, subdir, filename)
         if blocked is not None:
-            rules = [r.line() for r in blocked.blocks]
-            raise PolicyBlocked(
-                f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
-                + "; ".join(rules),
-                f"see `stockade policy show {ch.name}`; an admin can grant an exception",
-                rules,
-                False,
-            )
+            raise _blocked(ch, filename, blocked)
         raise NotFound(
             f"{subdir}/{filename} is not in the repodata of conda channel {ch.name!r}",
             "check the name, version and build (a mirror lists what its upstream lists; a "
@@ -1143,14 +1147,7 @@ class CondaService:
             rd.add_record(data, filename, pkg.record)
             decision = (await self.policy.decider(ch.index, policy, data))(filename, pkg.record)
             if not decision.allowed:
-                rules = [r.line() for r in decision.blocks]
-                raise PolicyBlocked(
-                    f"{filename} is blocked by the policy of conda channel {ch.name!r}: "
-                    + "; ".join(rules),
-                    f"see `stockade policy show {ch.name}`; an admin can grant an exception",
-                    rules,
-                    False,
-                )
+                raise _blocked(ch, filename, decision)
         return pkg.record
 
     # -- package files -------------------------------------------------------------------------
